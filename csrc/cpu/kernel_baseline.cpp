@@ -1,0 +1,7 @@
+// The CPU kernels for the build's baseline instruction set (SSE2 on x86-64: 4 float lanes),
+// which runs on every CPU the wheel installs on.
+#define INFODROP_SIMD_BYTES 16
+#define INFODROP_ISA baseline
+#include "kernel_impl.h"
+
+infodrop::cpu::Segments infodrop::cpu::baseline_segments() { return baseline::segments("baseline"); }

@@ -1,0 +1,180 @@
+// The per-element math of Information Dropout (SPEC.md sections 1 and 3), written once.
+//
+// Every backend calls these functions: the CUDA kernel with E = float (or double) per thread,
+// the CPU kernel with E = a SIMD vector of floats (or scalar double).  Backends differ only in
+// how they walk memory and reduce the per-sample KL.
+#pragma once
+
+#include "fastmath.h"
+#include "philox.h"
+
+namespace infodrop {
+
+constexpr double kXFloor = 1e-4;  // floor of x inside log x (the authors' code)
+
+enum class Prior : int { LogUniform = 0, LogNormal = 1 };
+
+// The op's options, with the derived constants the inner loops need.  S is the compute scalar
+// (float for float/half/bfloat16 inputs, double for double).
+template <class S>
+struct Params {
+  S max_alpha, alpha_min, inv_cap;  // inv_cap = 1 / (alpha_min + max_alpha), the largest alpha
+  S mu, half_inv_sigma2, inv_sigma2, log_sigma, inv_sigma, inv_sigma3;
+  Prior prior;
+  bool mask_inactive, unit_mean, apply_noise;
+
+  INFODROP_HD void set_options(S max_alpha_, S alpha_min_, Prior prior_, bool mask_inactive_,
+                               bool unit_mean_, bool apply_noise_) {
+    max_alpha = max_alpha_;
+    alpha_min = alpha_min_;
+    inv_cap = S(1) / (alpha_min_ + max_alpha_);
+    prior = prior_;
+    mask_inactive = mask_inactive_;
+    unit_mean = unit_mean_;
+    apply_noise = apply_noise_;
+  }
+  // mu and sigma may live in device memory (learned parameters), so a kernel sets them itself.
+  INFODROP_HD void set_prior(S mu_, S sigma_) {
+    mu = mu_;
+    inv_sigma = S(1) / sigma_;
+    inv_sigma2 = inv_sigma * inv_sigma;
+    half_inv_sigma2 = S(0.5) * inv_sigma2;
+    inv_sigma3 = inv_sigma2 * inv_sigma;
+    log_sigma = log(sigma_);
+  }
+};
+
+// ---- the noise stream --------------------------------------------------------------------
+
+// (r >> 9) * 2^-23 + 2^-24: exact in float32, in (0, 1), never 0 or 1.
+template <class U>
+INFODROP_HD auto uniform_from_bits(U r) {
+  using F = decltype(as_float(r));
+  return signed_to_float(r >> 9) * F(1.0f / 8388608.0f) + F(1.0f / 16777216.0f);
+}
+
+// Box-Muller on one pair of Philox words: eps for the even lane (cos) and the odd lane (sin).
+template <class U, class F>
+INFODROP_HD void box_muller(U a, U b, F& eps_even, F& eps_odd) {
+  const F rad = sqrt_(F(-2.0f) * fast_log(uniform_from_bits(a)));
+  F sin_t, cos_t;
+  fast_sincos_2pi(uniform_from_bits(b), sin_t, cos_t);
+  eps_even = rad * cos_t;
+  eps_odd = rad * sin_t;
+}
+
+// The key and the high half of the counter, shared by every element of one call.
+struct StreamKey {
+  uint32_t seed_lo, seed_hi, offset_lo, offset_hi;
+  INFODROP_HD StreamKey(uint64_t seed, uint64_t offset)
+      : seed_lo(static_cast<uint32_t>(seed)), seed_hi(static_cast<uint32_t>(seed >> 32)),
+        offset_lo(static_cast<uint32_t>(offset)), offset_hi(static_cast<uint32_t>(offset >> 32)) {}
+};
+
+// eps of the four elements 4g .. 4g + 3 of group g = (group_lo, group_hi); U may hold a vector
+// of consecutive groups, one per lane.
+template <class U, class F>
+INFODROP_HD void noise_group(U group_lo, U group_hi, const StreamKey& key, F eps[4]) {
+  const Philox4<U> r = philox4x32_10(group_lo, group_hi, U(key.offset_lo), U(key.offset_hi),
+                                     key.seed_lo, key.seed_hi);
+  box_muller(r.r0, r.r1, eps[0], eps[1]);
+  box_muller(r.r2, r.r3, eps[2], eps[3]);
+}
+
+// eps of one element; a whole group is computed and one lane kept (for ragged edges).
+INFODROP_HD float noise_at(uint64_t index, const StreamKey& key) {
+  const uint64_t group = index >> 2;
+  float eps[4];
+  noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key, eps);
+  return eps[index & 3];
+}
+
+// ---- the layer -------------------------------------------------------------------------------
+
+template <class E, class S>
+INFODROP_HD E alpha_of(E s, const Params<S>& p) {
+  return E(p.alpha_min) + E(p.max_alpha) * s;
+}
+
+// log(max(x, x_floor)) - mu, the mean difference of the log-normal KL
+template <class E, class S>
+INFODROP_HD E log_x_minus_mu(E x, const Params<S>& p) {
+  return fast_log(select(x > E(S(kXFloor)), x, E(S(kXFloor)))) - E(p.mu);
+}
+
+template <class E>
+struct ForwardOut {
+  E z, kl;
+};
+
+template <class E, class S>
+INFODROP_HD ForwardOut<E> forward_element(E x, E logit, E eps, const Params<S>& p) {
+  E s, one_minus_s;
+  fast_sigmoid(logit, s, one_minus_s);
+  const E alpha = alpha_of(s, p);
+  E z = x;
+  if (p.apply_noise) {
+    E log_noise = alpha * eps;
+    if (p.unit_mean) log_noise = log_noise - E(S(0.5)) * alpha * alpha;
+    z = x * fast_exp(log_noise);
+  }
+  E kl;
+  if (p.prior == Prior::LogUniform) {
+    kl = -fast_log(alpha * E(p.inv_cap));
+  } else {
+    const E d = log_x_minus_mu(x, p);
+    kl = (d * d + alpha * alpha) * E(p.half_inv_sigma2) - fast_log(alpha) + E(p.log_sigma - S(0.5));
+  }
+  if (p.mask_inactive) kl = select(x == E(S(0)), E(S(0)), kl);
+  return {z, kl};
+}
+
+// Gradients of one element.  dmu and dsigma are d kl / d mu and d kl / d sigma of this element,
+// not yet weighted by the sample's grad_kl (the caller sums them over the sample first).
+template <class E>
+struct BackwardOut {
+  E grad_x, grad_logit, dmu, dsigma;
+};
+
+template <class E, class S>
+INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E eps,
+                                            const Params<S>& p) {
+  const E zero(S(0));
+  E s, one_minus_s;
+  fast_sigmoid(logit, s, one_minus_s);
+  const E alpha = alpha_of(s, p);
+  E grad_x = grad_z, grad_alpha = zero;
+  if (p.apply_noise) {
+    E log_noise = alpha * eps, dlog_noise = eps;  // dlog_noise: d log n / d alpha
+    if (p.unit_mean) {
+      log_noise = log_noise - E(S(0.5)) * alpha * alpha;
+      dlog_noise = eps - alpha;
+    }
+    const E n = fast_exp(log_noise);
+    grad_x = grad_z * n;
+    grad_alpha = grad_z * x * n * dlog_noise;
+  }
+  const E inv_alpha = E(S(1)) / alpha;
+  E dkl_dalpha, dkl_dx = zero, dmu = zero, dsigma = zero;
+  if (p.prior == Prior::LogUniform) {
+    dkl_dalpha = -inv_alpha;
+  } else {
+    const E d = log_x_minus_mu(x, p);
+    dkl_dalpha = alpha * E(p.inv_sigma2) - inv_alpha;
+    dkl_dx = select(x > E(S(kXFloor)), d * E(p.inv_sigma2) / x, zero);
+    dmu = -d * E(p.inv_sigma2);
+    dsigma = E(p.inv_sigma) - (d * d + alpha * alpha) * E(p.inv_sigma3);
+  }
+  if (p.mask_inactive) {
+    const auto inactive = x == zero;
+    dkl_dalpha = select(inactive, zero, dkl_dalpha);
+    dkl_dx = select(inactive, zero, dkl_dx);
+    dmu = select(inactive, zero, dmu);
+    dsigma = select(inactive, zero, dsigma);
+  }
+  grad_x = grad_x + grad_kl * dkl_dx;
+  grad_alpha = grad_alpha + grad_kl * dkl_dalpha;
+  return {grad_x, grad_alpha * E(p.max_alpha) * s * one_minus_s, dmu, dsigma};
+}
+
+}  // namespace infodrop

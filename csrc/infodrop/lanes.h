@@ -1,0 +1,67 @@
+// Scalar "lanes": the one-element versions of the few operations the shared math needs beyond
+// + - * /.  The CPU SIMD kernels provide the same functions for their vector types (csrc/cpu/
+// simd.h), so every template in philox.h, fastmath.h and elementwise.h compiles unchanged for a
+// CUDA thread, a scalar CPU loop and a CPU vector register.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define INFODROP_HD __host__ __device__ __forceinline__
+#define INFODROP_UNROLL _Pragma("unroll")
+#else
+#define INFODROP_HD inline __attribute__((always_inline))
+#define INFODROP_UNROLL _Pragma("GCC unroll 16")
+#endif
+
+namespace infodrop {
+
+INFODROP_HD uint32_t as_uint(float v) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(v);
+#else
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return u;
+#endif
+}
+
+INFODROP_HD float as_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+#endif
+}
+
+// 32 x 32 -> 64-bit product split into its high and low words (Philox's one multiply).
+INFODROP_HD void mulhilo(uint32_t a, uint32_t m, uint32_t& hi, uint32_t& lo) {
+#if defined(__CUDA_ARCH__)
+  hi = __umulhi(a, m);
+  lo = a * m;
+#else
+  const uint64_t p = static_cast<uint64_t>(a) * m;
+  hi = static_cast<uint32_t>(p >> 32);
+  lo = static_cast<uint32_t>(p);
+#endif
+}
+
+template <class T>
+INFODROP_HD T select(bool m, T a, T b) { return m ? a : b; }
+
+// uint32 bit pattern read as a signed int32, converted to float (exponent arithmetic).
+INFODROP_HD float signed_to_float(uint32_t u) { return static_cast<float>(static_cast<int32_t>(u)); }
+INFODROP_HD float unsigned_to_float(uint32_t u) { return static_cast<float>(u); }
+// Round to the nearest integer (ties to even, as the SIMD conversions do), as uint32 bits.
+INFODROP_HD uint32_t round_to_int(float v) { return static_cast<uint32_t>(static_cast<int32_t>(rintf(v))); }
+
+INFODROP_HD float min_(float a, float b) { return fminf(a, b); }
+INFODROP_HD float max_(float a, float b) { return fmaxf(a, b); }
+INFODROP_HD float sqrt_(float v) { return sqrtf(v); }
+INFODROP_HD double sqrt_(double v) { return sqrt(v); }
+
+}  // namespace infodrop

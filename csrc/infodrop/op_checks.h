@@ -1,0 +1,68 @@
+// Argument checks shared by every device's implementation of the infodrop ops, so that a
+// direct torch.ops.infodrop call gets the same clear errors as the Python API.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <c10/util/string_view.h>
+
+#include <cmath>
+
+#include "elementwise.h"
+
+namespace infodrop {
+
+struct OpOptions {
+  Prior prior;
+  double max_alpha, alpha_min;
+  bool mask_inactive, unit_mean, apply_noise;
+};
+
+// float32 sums for half, bfloat16 and float inputs; float64 for float64 (SPEC section 1).
+inline at::ScalarType kl_dtype(at::ScalarType x) {
+  return x == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline void check_seed(const at::Tensor& seed) {
+  TORCH_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
+              "infodrop: seed must be a one-element int64 tensor, got ", seed.scalar_type(),
+              " with ", seed.numel(), " elements");
+}
+
+inline OpOptions check_op_inputs(const at::Tensor& x, const at::Tensor& alpha_logit,
+                                 const at::Tensor& seed, const at::Tensor& mu,
+                                 const at::Tensor& sigma, c10::string_view prior,
+                                 double max_alpha, double alpha_min, bool mask_inactive,
+                                 bool unit_mean, bool apply_noise) {
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()),
+              "infodrop: x must be a floating-point tensor, got ", x.scalar_type());
+  TORCH_CHECK(alpha_logit.scalar_type() == x.scalar_type(),
+              "infodrop: alpha_logit must have the dtype of x (", x.scalar_type(), "), got ",
+              alpha_logit.scalar_type());
+  TORCH_CHECK(alpha_logit.sizes() == x.sizes(), "infodrop: alpha_logit must have the shape of x ",
+              x.sizes(), ", got ", alpha_logit.sizes());
+  TORCH_CHECK(alpha_logit.device() == x.device(), "infodrop: alpha_logit must be on the device of x (",
+              x.device(), "), got ", alpha_logit.device());
+  TORCH_CHECK(x.dim() >= 1, "infodrop: x must have a batch dimension, got a 0-dim tensor");
+  check_seed(seed);
+  for (const auto* t : {&mu, &sigma})
+    TORCH_CHECK(t->numel() == 1 && at::isFloatingType(t->scalar_type()),
+                "infodrop: ", t == &mu ? "mu" : "sigma",
+                " must be a one-element floating-point tensor");
+  TORCH_CHECK(std::isfinite(max_alpha) && max_alpha > 0,
+              "infodrop: max_alpha must be a positive number, got ", max_alpha);
+  TORCH_CHECK(std::isfinite(alpha_min) && alpha_min >= 0,
+              "infodrop: alpha_min must be a non-negative number, got ", alpha_min);
+  TORCH_CHECK(prior == "log_uniform" || prior == "log_normal",
+              "infodrop: prior must be 'log_uniform' or 'log_normal', got '", prior, "'");
+  return {prior == "log_uniform" ? Prior::LogUniform : Prior::LogNormal, max_alpha, alpha_min,
+          mask_inactive, unit_mean, apply_noise};
+}
+
+inline void check_grads(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& x) {
+  TORCH_CHECK(grad_z.sizes() == x.sizes(), "infodrop: grad_z must have the shape of x");
+  TORCH_CHECK(grad_kl.dim() == 1 && grad_kl.size(0) == x.size(0),
+              "infodrop: grad_kl must have shape (", x.size(0), ",)");
+}
+
+}  // namespace infodrop

@@ -1,0 +1,28 @@
+// The infodrop operator library: schemas only.  Each backend registers its kernels for its
+// dispatch key (cpu/ops_cpu.cpp, cuda/ops_cuda.cu); Python adds the fake kernels and autograd
+// (infodrop/_ops.py).
+//
+// The seed is a 0-dim int64 tensor holding the 64-bit seed's bits, so that it can be drawn from
+// a torch generator on the inputs' device without a host synchronisation and be traced by
+// torch.compile.  offset is the second half of the Philox counter (uint64 bits in an int).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+TORCH_LIBRARY(infodrop, m) {
+  m.def(
+      "information_dropout(Tensor x, Tensor alpha_logit, Tensor seed, int offset, Tensor mu, "
+      "Tensor sigma, str prior, float max_alpha, float alpha_min, bool mask_inactive, "
+      "bool unit_mean, bool apply_noise) -> (Tensor z, Tensor kl)");
+  m.def(
+      "information_dropout_backward(Tensor grad_z, Tensor grad_kl, Tensor x, Tensor alpha_logit, "
+      "Tensor seed, int offset, Tensor mu, Tensor sigma, str prior, float max_alpha, "
+      "float alpha_min, bool mask_inactive, bool unit_mean, bool apply_noise) "
+      "-> (Tensor grad_x, Tensor grad_alpha_logit, Tensor grad_mu, Tensor grad_sigma)");
+  // Fills out (float32) with the noise stream at indices start .. start + numel - 1.
+  m.def("noise_(Tensor(a!) out, Tensor seed, int offset, int start) -> ()");
+}
