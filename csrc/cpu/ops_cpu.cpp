@@ -201,8 +201,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
   });
   if (!grad_x.is_same(gxc)) grad_x.copy_(gxc);
   if (!grad_logit.is_same(glc)) grad_logit.copy_(glc);
-  return {grad_x, grad_logit, at::scalar_tensor(grad_mu, mu.options()),
-          at::scalar_tensor(grad_sigma, sigma.options())};
+  return {grad_x, grad_logit, at::full_like(mu, grad_mu), at::full_like(sigma, grad_sigma)};
 }
 
 void noise_cpu(const Tensor& out, const Tensor& seed, int64_t offset, int64_t start) {

@@ -1,0 +1,94 @@
+"""The functional API: information_dropout() and noise() (SPEC.md section 4)."""
+
+import math
+
+import torch
+
+from . import _ops, reference
+from ._checks import check_options, check_tensor_pair, check_u64
+from .backends import resolve
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _draw_seed(generator, device):
+    # A device tensor drawn from the device's generator: no host synchronisation, and
+    # torch.compile traces it like any random op.
+    return torch.randint(_INT64_MIN, _INT64_MAX, (), dtype=torch.int64, device=device,
+                         generator=generator)
+
+
+def _seed_tensor(seed, generator, device, apply_noise):
+    if seed is not None:
+        return torch.full((), check_u64(seed, "seed"), dtype=torch.int64, device=device)
+    if apply_noise:
+        return _draw_seed(generator, device)
+    return torch.zeros((), dtype=torch.int64, device=device)  # unused: no noise drawn
+
+
+def _scalar_tensor(value, dtype, device):
+    if isinstance(value, torch.Tensor):
+        return value.reshape(()).to(dtype=dtype, device=device)
+    return torch.full((), float(value), dtype=dtype, device=device)
+
+
+def _as_uint64(bits: int) -> int:
+    return bits + (1 << 64) if bits < 0 else bits
+
+
+def information_dropout(x, alpha_logit, *, prior="log_uniform", max_alpha=0.7, alpha_min=1e-3,
+                        mu=0.0, sigma=1.0, mask_inactive=False, unit_mean=False, training=True,
+                        noise_in_eval=False, seed=None, offset=0, generator=None,
+                        backend="auto"):
+    """Information Dropout: z = x * exp(alpha * eps) and the per-sample KL term.
+
+    alpha = alpha_min + max_alpha * sigmoid(alpha_logit); eps ~ N(0, 1) is the noise stream of
+    (seed, offset) (SPEC.md section 3), drawn from ``generator`` (or PyTorch's default
+    generator for x's device) when ``seed`` is None.  Returns ``(z, kl)`` with z shaped like x
+    and kl of shape (B,): the KL summed over every non-batch element of each sample.
+    Add ``beta * kl.mean() / N_train`` to the loss (paper eq. 3).
+    """
+    check_tensor_pair(x, alpha_logit)
+    check_options(prior, max_alpha, alpha_min, mu, sigma)
+    offset_bits = check_u64(offset, "offset")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    apply_noise = bool(training or noise_in_eval)
+    chosen = resolve(backend, x.device)
+    compute = _ops.kl_dtype(x.dtype)
+    if chosen == "reference":
+        if seed is None and apply_noise:
+            seed = _as_uint64(int(_draw_seed(generator, x.device).item()))
+        eps = reference.noise(x.shape, seed or 0, _as_uint64(offset_bits), device=x.device)
+        return reference.information_dropout(
+            x, alpha_logit, eps, prior=prior, max_alpha=max_alpha, alpha_min=alpha_min, mu=mu,
+            sigma=sigma, mask_inactive=mask_inactive, unit_mean=unit_mean, training=training,
+            noise_in_eval=noise_in_eval)
+    seed_t = _seed_tensor(seed, generator, x.device, apply_noise)
+    return torch.ops.infodrop.information_dropout(
+        x, alpha_logit, seed_t, offset_bits, _scalar_tensor(mu, compute, x.device),
+        _scalar_tensor(sigma, compute, x.device), prior, float(max_alpha), float(alpha_min),
+        bool(mask_inactive), bool(unit_mean), apply_noise)
+
+
+def noise(shape, seed, offset=0, *, start=0, device="cpu", dtype=torch.float32):
+    """The noise stream eps at indices start .. start + numel - 1, shaped ``shape``.
+
+    Computed by the compiled kernel of ``device`` when there is one, else by the pure-PyTorch
+    model in infodrop.reference; every backend gives the same values up to float32 rounding.
+    """
+    shape = tuple(shape)
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise ValueError(f"shape must be a sequence of non-negative ints, got {shape}")
+    seed_bits, offset_bits = check_u64(seed, "seed"), check_u64(offset, "offset")
+    start_bits = check_u64(start, "start")
+    if _as_uint64(start_bits) + math.prod(shape) > 1 << 64:
+        raise ValueError("start + numel must not exceed 2**64")
+    device = torch.device(device)
+    compiled = _ops.COMPILED and (device.type == "cpu" or (device.type == "cuda" and _ops.CUDA_BUILT))
+    if not compiled:
+        return reference.noise(shape, seed, offset, start=start, device=device, dtype=dtype)
+    out = torch.empty(shape, dtype=torch.float32, device=device)
+    seed_t = torch.full((), seed_bits, dtype=torch.int64, device=device)
+    torch.ops.infodrop.noise_(out, seed_t, offset_bits, start_bits)
+    return out.to(dtype)
