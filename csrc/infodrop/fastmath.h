@@ -17,7 +17,7 @@ namespace infodrop {
 template <class F>
 using LanesUint = decltype(as_uint(std::declval<F>()));
 
-// log(x) for finite x > 0 (float32 normals; the callers floor their inputs).
+// log(x) for finite x > 0 (float32 normals; the callers floor their inputs); NaN propagates.
 template <class F>
 INFODROP_HD F fast_log(F x) {
   using U = LanesUint<F>;
@@ -40,10 +40,11 @@ INFODROP_HD F fast_log(F x) {
   p = p * f + F(3.3333331174e-1f);
   // ln 2 = 0.693359375 - 2.12194440e-4, split so that e * ln 2 adds without rounding error
   const F tail = f * z * p + e * F(-2.12194440e-4f) - F(0.5f) * z;
-  return f + tail + e * F(0.693359375f);
+  return select(x == x, f + tail + e * F(0.693359375f), x);  // NaN stays NaN
 }
 
-// exp(x); inputs are clamped to [-87, 88] (results stay normal and finite), NaN propagates.
+// exp(x); inputs are clamped to [-87, 88] (results stay normal and finite); NaN propagates
+// through the clamp and the polynomial.
 template <class F>
 INFODROP_HD F fast_exp(F x) {
   const F xc = min_(max_(x, F(-87.0f)), F(88.0f));
@@ -57,8 +58,7 @@ INFODROP_HD F fast_exp(F x) {
   p = p * r + F(1.6666665459e-1f);
   p = p * r + F(5.0000001201e-1f);
   const F y = r * r * p + r + F(1.0f);
-  const F scaled = y * as_float((n + decltype(n)(127u)) << 23);
-  return select(x == x, scaled, x);
+  return y * as_float((n + decltype(n)(127u)) << 23);
 }
 
 // sin(2 pi u) and cos(2 pi u) for u in [0, 1].  Reducing in turns is exact: u and q / 4 are

@@ -56,11 +56,14 @@ INFODROP_HD T select(bool m, T a, T b) { return m ? a : b; }
 // uint32 bit pattern read as a signed int32, converted to float (exponent arithmetic).
 INFODROP_HD float signed_to_float(uint32_t u) { return static_cast<float>(static_cast<int32_t>(u)); }
 INFODROP_HD float unsigned_to_float(uint32_t u) { return static_cast<float>(u); }
-// Round to the nearest integer (ties to even, as the SIMD conversions do), as uint32 bits.
-INFODROP_HD uint32_t round_to_int(float v) { return static_cast<uint32_t>(static_cast<int32_t>(rintf(v))); }
+// Round to the nearest integer, ties to even, as int32 bits, for |v| < 2^22: adding 1.5 * 2^23
+// leaves the integer in the low mantissa bits.  Every lane type rounds this same way.
+constexpr float kRoundMagic = 12582912.0f;
+INFODROP_HD uint32_t round_to_int(float v) { return as_uint(v + kRoundMagic) - as_uint(kRoundMagic); }
 
-INFODROP_HD float min_(float a, float b) { return fminf(a, b); }
-INFODROP_HD float max_(float a, float b) { return fmaxf(a, b); }
+// Unlike fminf / fmaxf, a NaN in a propagates (a NaN input must not become a clamp bound).
+INFODROP_HD float min_(float a, float b) { return b < a ? b : a; }
+INFODROP_HD float max_(float a, float b) { return b > a ? b : a; }
 INFODROP_HD float sqrt_(float v) { return sqrtf(v); }
 INFODROP_HD double sqrt_(double v) { return sqrt(v); }
 
