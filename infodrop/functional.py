@@ -18,9 +18,9 @@ def _draw_seed(generator, device):
                          generator=generator)
 
 
-def _seed_tensor(seed, generator, device, apply_noise):
-    if seed is not None:
-        return torch.full((), check_u64(seed, "seed"), dtype=torch.int64, device=device)
+def _seed_tensor(seed_bits, generator, device, apply_noise):
+    if seed_bits is not None:
+        return torch.full((), seed_bits, dtype=torch.int64, device=device)
     if apply_noise:
         return _draw_seed(generator, device)
     return torch.zeros((), dtype=torch.int64, device=device)  # unused: no noise drawn
@@ -51,20 +51,22 @@ def information_dropout(x, alpha_logit, *, prior="log_uniform", max_alpha=0.7, a
     check_tensor_pair(x, alpha_logit)
     check_options(prior, max_alpha, alpha_min, mu, sigma)
     offset_bits = check_u64(offset, "offset")
+    seed_bits = None if seed is None else check_u64(seed, "seed")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     apply_noise = bool(training or noise_in_eval)
     chosen = resolve(backend, x.device)
     compute = _ops.kl_dtype(x.dtype)
     if chosen == "reference":
-        if seed is None and apply_noise:
-            seed = _as_uint64(int(_draw_seed(generator, x.device).item()))
-        eps = reference.noise(x.shape, seed or 0, _as_uint64(offset_bits), device=x.device)
+        if seed_bits is None:  # the pure-PyTorch stream takes a Python int: this syncs
+            seed_bits = int(_draw_seed(generator, x.device).item()) if apply_noise else 0
+        eps = reference.noise(x.shape, _as_uint64(seed_bits), _as_uint64(offset_bits),
+                              device=x.device)
         return reference.information_dropout(
             x, alpha_logit, eps, prior=prior, max_alpha=max_alpha, alpha_min=alpha_min, mu=mu,
             sigma=sigma, mask_inactive=mask_inactive, unit_mean=unit_mean, training=training,
             noise_in_eval=noise_in_eval)
-    seed_t = _seed_tensor(seed, generator, x.device, apply_noise)
+    seed_t = _seed_tensor(seed_bits, generator, x.device, apply_noise)
     return torch.ops.infodrop.information_dropout(
         x, alpha_logit, seed_t, offset_bits, _scalar_tensor(mu, compute, x.device),
         _scalar_tensor(sigma, compute, x.device), prior, float(max_alpha), float(alpha_min),

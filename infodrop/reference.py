@@ -122,4 +122,4 @@ def information_dropout(x, alpha_logit, eps, *, prior="log_uniform", max_alpha=0
         sigma = sigma.to(compute)
     kl = kl_per_unit(xc, alpha, prior=prior, max_alpha=max_alpha, alpha_min=alpha_min, mu=mu,
                      sigma=sigma, mask_inactive=mask_inactive)
-    return z.to(x.dtype), kl.reshape(kl.shape[0], -1).sum(dim=1)
+    return z.to(x.dtype), kl.flatten(start_dim=1).sum(dim=1) if kl.dim() > 1 else kl

@@ -1,0 +1,135 @@
+"""The custom op as PyTorch sees it: gradcheck, opcheck, torch.compile, determinism."""
+
+import pytest
+import torch
+
+import infodrop
+
+from ._helpers import make_inputs, requires_compiled
+
+pytestmark = requires_compiled
+
+
+def _op_args(x, logit, prior="log_uniform", mu=0.0, sigma=1.0, **flags):
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    mu = mu if isinstance(mu, torch.Tensor) else torch.tensor(mu, dtype=dtype)
+    sigma = sigma if isinstance(sigma, torch.Tensor) else torch.tensor(sigma, dtype=dtype)
+    return (x, logit, torch.tensor(99), 3, mu, sigma, prior, 0.7, 1e-3,
+            flags.get("mask_inactive", False), flags.get("unit_mean", False),
+            flags.get("apply_noise", True))
+
+
+@pytest.mark.parametrize("prior", ["log_uniform", "log_normal"])
+@pytest.mark.parametrize("unit_mean", [False, True])
+def test_gradcheck_float64(prior, unit_mean):
+    x, logit = make_inputs((2, 3, 5), torch.float64, prior=prior)
+    x = x + 0.05  # keep away from the kinks at 0 and at the log-normal floor
+    mu = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    sigma = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+
+    def f(x, logit, mu, sigma):
+        return infodrop.information_dropout(x, logit, prior=prior, mu=mu, sigma=sigma,
+                                            unit_mean=unit_mean, seed=7, backend="cpu")
+
+    assert torch.autograd.gradcheck(f, (x.requires_grad_(), logit.requires_grad_(), mu, sigma))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("prior", ["log_uniform", "log_normal"])
+def test_opcheck(dtype, prior):
+    x, logit = make_inputs((3, 4, 6), dtype, prior=prior)
+    args = _op_args(x.requires_grad_(), logit.requires_grad_(), prior)
+    torch.library.opcheck(torch.ops.infodrop.information_dropout.default, args)
+    grads = (torch.randn_like(x), torch.randn(3))
+    torch.library.opcheck(torch.ops.infodrop.information_dropout_backward.default,
+                          grads + tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args),
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+def test_opcheck_channels_last():
+    x, logit = make_inputs((2, 3, 4, 5), torch.float32)
+    args = _op_args(*(t.contiguous(memory_format=torch.channels_last) for t in (x, logit)))
+    torch.library.opcheck(torch.ops.infodrop.information_dropout.default, args)
+
+
+def _layer(x, logit):
+    z, kl = infodrop.information_dropout(x, logit, seed=5, offset=1)
+    return (z * z).sum() + kl.mean()
+
+
+def test_compile_fullgraph_matches_eager():
+    x, logit = make_inputs((4, 8, 6), torch.float32)
+    xe, le = x.clone().requires_grad_(), logit.clone().requires_grad_()
+    xc, lc = x.clone().requires_grad_(), logit.clone().requires_grad_()
+    eager = _layer(xe, le)
+    eager.backward()
+    torch._dynamo.reset()
+    compiled = torch.compile(_layer, fullgraph=True)(xc, lc)
+    compiled.backward()
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(xc.grad, xe.grad)
+    torch.testing.assert_close(lc.grad, le.grad)
+
+
+def test_compile_draws_seed_without_graph_break():
+    """The default seed is drawn inside the graph: fullgraph compiles and calls differ."""
+    def f(x, logit):
+        return infodrop.information_dropout(x, logit)[0]
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    x, logit = make_inputs((2, 64), torch.float32)
+    x = x + 0.1
+    a, b = compiled(x, logit), compiled(x, logit)
+    assert not torch.equal(a, b)
+
+
+def test_same_seed_same_output_and_different_seed_or_offset_differs():
+    x, logit = make_inputs((3, 100), torch.float32)
+    x = x + 0.1
+    z1, _ = infodrop.information_dropout(x, logit, seed=1, offset=0)
+    z2, _ = infodrop.information_dropout(x, logit, seed=1, offset=0)
+    assert torch.equal(z1, z2)
+    assert not torch.allclose(infodrop.information_dropout(x, logit, seed=2)[0], z1)
+    assert not torch.allclose(infodrop.information_dropout(x, logit, seed=1, offset=1)[0], z1)
+    # the default seed comes from the generator: two draws differ, a generator reproduces
+    assert not torch.equal(infodrop.information_dropout(x, logit)[0],
+                           infodrop.information_dropout(x, logit)[0])
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    assert torch.equal(infodrop.information_dropout(x, logit, generator=g1)[0],
+                       infodrop.information_dropout(x, logit, generator=g2)[0])
+
+
+def test_manual_seed_reproduces_a_training_step():
+    def step():
+        torch.manual_seed(123)
+        layer = infodrop.InfoDropConv2d(3, 8, 3, stride=2, padding=1)
+        opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+        x = torch.randn(4, 3, 12, 12)
+        for _ in range(2):
+            z = layer(x)
+            loss = z.square().mean() + layer.kl.mean() / 100
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.detach(), [p.detach().clone() for p in layer.parameters()]
+
+    (loss1, params1), (loss2, params2) = step(), step()
+    assert torch.equal(loss1, loss2)
+    assert all(torch.equal(a, b) for a, b in zip(params1, params2))
+
+
+def test_backward_saves_only_the_inputs():
+    """The noise is regenerated, not stored: what autograd keeps is x, alpha_logit and scalars."""
+    x, logit = make_inputs((4, 1000), torch.float32)
+    x.requires_grad_()
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        infodrop.information_dropout(x, logit, seed=1)
+    big = [t for t in saved if t.numel() > 1]
+    assert len(big) == 2 and all(t.shape == x.shape for t in big)
