@@ -98,6 +98,16 @@ struct DoubleLanes {
   static void store(double* p, double v) { *p = v; }
 };
 
+// Without noise (evaluation) eps is never read: skip the generator, the costliest part.
+template <class L>
+void noise_or_zero(bool apply_noise, uint64_t index, const StreamKey& key, typename L::E eps[4]) {
+  if (apply_noise) {
+    L::noise_block(index, key, eps);
+  } else {
+    for (int k = 0; k < 4; ++k) eps[k] = typename L::E(typename L::S(0));
+  }
+}
+
 template <class T>
 T from_compute(float v) { return from_float<T>(v); }
 template <class T>
@@ -105,13 +115,18 @@ T from_compute(double v) { return v; }
 
 template <class L, class T>
 void forward_segment(const T* x, const T* logit, T* z, int64_t n, uint64_t index0,
-                     const StreamKey& key, const Params<typename L::S>& p, typename L::S* kl_sum) {
+                     const StreamKey& key_in, const Params<typename L::S>& p_in,
+                     typename L::S* kl_sum) {
   using E = typename L::E;
   using S = typename L::S;
   constexpr int64_t kBlock = 4 * L::W;
+  // Local copies: stores through z could alias the caller's structs, which made GCC reload
+  // and re-broadcast every constant in every block.
+  const Params<S> p = p_in;
+  const StreamKey key = key_in;
   const auto block = [&](const T* xb, const T* lb, T* zb, uint64_t index, int64_t valid) {
     E eps[4], acc(S(0));
-    L::noise_block(index, key, eps);
+    noise_or_zero<L>(p.apply_noise, index, key, eps);
     for (int k = 0; k < 4; ++k) {
       const ForwardOut<E> out = forward_element(L::load(xb + k * L::W), L::load(lb + k * L::W), eps[k], p);
       L::store(zb + k * L::W, out.z);
@@ -143,17 +158,19 @@ void forward_segment(const T* x, const T* logit, T* z, int64_t n, uint64_t index
 
 template <class L, class T>
 void backward_segment(const T* grad_z, typename L::S grad_kl, const T* x, const T* logit,
-                      T* grad_x, T* grad_logit, int64_t n, uint64_t index0, const StreamKey& key,
-                      const Params<typename L::S>& p, typename L::S* dmu_sum,
-                      typename L::S* dsigma_sum) {
+                      T* grad_x, T* grad_logit, int64_t n, uint64_t index0,
+                      const StreamKey& key_in, const Params<typename L::S>& p_in,
+                      typename L::S* dmu_sum, typename L::S* dsigma_sum) {
   using E = typename L::E;
   using S = typename L::S;
   constexpr int64_t kBlock = 4 * L::W;
+  const Params<S> p = p_in;  // local copies, as in forward_segment
+  const StreamKey key = key_in;
   E dmu(S(0)), dsigma(S(0));
   const auto block = [&](const T* gzb, const T* xb, const T* lb, T* gxb, T* glb, uint64_t index,
                          int64_t valid) {
     E eps[4];
-    L::noise_block(index, key, eps);
+    noise_or_zero<L>(p.apply_noise, index, key, eps);
     for (int k = 0; k < 4; ++k) {
       const int o = k * L::W;
       const BackwardOut<E> out =

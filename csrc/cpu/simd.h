@@ -51,7 +51,7 @@ struct Mask {
 struct VFloat {
   vf_t v;
   VFloat() = default;
-  VFloat(float s) : v(vf_t{} + s) {}
+  VFloat(float s) : v(s - vf_t{}) {}  // s - 0 == s exactly, so it folds to a broadcast
   explicit VFloat(vf_t x) : v(x) {}
   friend VFloat operator+(VFloat a, VFloat b) { return VFloat(a.v + b.v); }
   friend VFloat operator-(VFloat a, VFloat b) { return VFloat(a.v - b.v); }
@@ -66,7 +66,7 @@ struct VFloat {
 struct VUint {
   vu_t v;
   VUint() = default;
-  VUint(uint32_t s) : v(vu_t{} + s) {}
+  VUint(uint32_t s) : v(s + vu_t{}) {}
   explicit VUint(vu_t x) : v(x) {}
   friend VUint operator+(VUint a, VUint b) { return VUint(a.v + b.v); }
   friend VUint operator-(VUint a, VUint b) { return VUint(a.v - b.v); }
