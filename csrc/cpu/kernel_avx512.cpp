@@ -1,6 +1,7 @@
 // The CPU kernels for AVX-512 (16 float lanes).  Chosen at run time by ops_cpu.cpp.
 #if defined(__x86_64__)
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")
+#define INFODROP_TARGET_AVX512 1
 #define INFODROP_SIMD_BYTES 64
 #define INFODROP_ISA avx512
 #include "kernel_impl.h"

@@ -57,9 +57,9 @@ struct FloatLanes {
   }
 
   static VFloat load(const Half16* p) {
-#if defined(__AVX512F__) && INFODROP_SIMD_BYTES == 64
+#if defined(INFODROP_TARGET_AVX512)
     return VFloat((vf_t)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
-#elif defined(__F16C__) && INFODROP_SIMD_BYTES == 32
+#elif defined(INFODROP_TARGET_AVX2)
     return VFloat((vf_t)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 #else
     VFloat r;
@@ -68,10 +68,10 @@ struct FloatLanes {
 #endif
   }
   static void store(Half16* p, VFloat v) {
-#if defined(__AVX512F__) && INFODROP_SIMD_BYTES == 64
+#if defined(INFODROP_TARGET_AVX512)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                         _mm512_cvtps_ph((__m512)v.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-#elif defined(__F16C__) && INFODROP_SIMD_BYTES == 32
+#elif defined(INFODROP_TARGET_AVX2)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
                      _mm256_cvtps_ph((__m256)v.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 #else

@@ -84,7 +84,7 @@ INFODROP_HD void fast_sincos_2pi(F u, F& sin_out, F& cos_out) {
 template <class F>
 INFODROP_HD void fast_sigmoid(F x, F& s, F& one_minus_s) {
   const F e = fast_exp(-x);
-  s = F(1.0f) / (F(1.0f) + e);
+  s = reciprocal(F(1.0f) + e);  // 1 + e lies in [1, e^87]: normal, as reciprocal needs
   one_minus_s = e * s;
 }
 

@@ -65,6 +65,8 @@ INFODROP_HD uint32_t round_to_int(float v) { return as_uint(v + kRoundMagic) - a
 INFODROP_HD float min_(float a, float b) { return b < a ? b : a; }
 INFODROP_HD float max_(float a, float b) { return b > a ? b : a; }
 INFODROP_HD float sqrt_(float v) { return sqrtf(v); }
+// 1 / v of a normal v (SIMD lanes use a refined hardware estimate, see csrc/cpu/simd.h)
+INFODROP_HD float reciprocal(float v) { return 1.0f / v; }
 INFODROP_HD double sqrt_(double v) { return sqrt(v); }
 
 }  // namespace infodrop
