@@ -88,6 +88,18 @@ struct Work {
   }
 };
 
+// Runs f(task, sample, start, n) for every task, in parallel.
+template <class F>
+void for_each_task(const Work& work, const F& f) {
+  at::parallel_for(0, work.tasks(), work.grain(), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      int64_t sample, start, n;
+      work.task(t, sample, start, n);
+      f(t, sample, start, n);
+    }
+  });
+}
+
 Work plan(const Tensor& x) {
   const int64_t samples = x.size(0);
   const int64_t per_sample = samples == 0 ? 0 : x.numel() / samples;
@@ -133,12 +145,8 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logi
     const T* lp = reinterpret_cast<const T*>(lc.data_ptr<scalar_t>());
     T* zp = reinterpret_cast<T*>(zc.data_ptr<scalar_t>());
     std::vector<S> partial(work.tasks());
-    at::parallel_for(0, work.tasks(), work.grain(), [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        int64_t sample, start, n;
-        work.task(t, sample, start, n);
-        segment(xp + start, lp + start, zp + start, n, static_cast<uint64_t>(start), key, p, &partial[t]);
-      }
+    for_each_task(work, [&](int64_t t, int64_t, int64_t start, int64_t n) {
+      segment(xp + start, lp + start, zp + start, n, static_cast<uint64_t>(start), key, p, &partial[t]);
     });
     S* klp = kl.data_ptr<S>();
     for (int64_t b = 0; b < work.samples; ++b) {
@@ -184,13 +192,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
     T* glp = reinterpret_cast<T*>(glc.data_ptr<scalar_t>());
     const S* gklp = gklc.data_ptr<S>();
     std::vector<S> dmu(work.tasks()), dsigma(work.tasks());
-    at::parallel_for(0, work.tasks(), work.grain(), [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        int64_t sample, start, n;
-        work.task(t, sample, start, n);
-        segment(gzp + start, gklp[sample], xp + start, lp + start, gxp + start, glp + start, n,
-                static_cast<uint64_t>(start), key, p, &dmu[t], &dsigma[t]);
-      }
+    for_each_task(work, [&](int64_t t, int64_t sample, int64_t start, int64_t n) {
+      segment(gzp + start, gklp[sample], xp + start, lp + start, gxp + start, glp + start, n,
+              static_cast<uint64_t>(start), key, p, &dmu[t], &dsigma[t]);
     });
     // d loss / d mu = sum over samples of grad_kl[b] * (sum over b's elements of d kl / d mu)
     for (int64_t t = 0; t < work.tasks(); ++t) {
