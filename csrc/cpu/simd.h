@@ -47,8 +47,6 @@ typedef uint16_t vu16_t __attribute__((vector_size(INFODROP_SIMD_BYTES / 2)));
 
 struct Mask {
   vi_t m;  // all ones where true
-  friend Mask operator&(Mask a, Mask b) { return {a.m & b.m}; }
-  friend Mask operator|(Mask a, Mask b) { return {a.m | b.m}; }
 };
 
 struct VFloat {
