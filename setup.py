@@ -1,12 +1,32 @@
-"""Builds infodrop's compiled backends: infodrop._C (schemas + CPU kernels) always."""
+"""Builds infodrop's compiled backends: infodrop._C (schemas + CPU kernels) always, and
+infodrop._C_cuda (the CUDA kernels) where the installed torch has CUDA and nvcc is found.
+
+INFODROP_CUDA=0 skips the CUDA extension, INFODROP_CUDA=1 makes a missing toolkit an error.
+"""
 
 import glob
 import os
 
-from setuptools import find_packages, setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _find_cuda_home():
+    """CUDA_HOME, else /usr/local/cuda, where bin/nvcc exists.  Set before torch's extension
+    helpers are imported: they fix CUDA_HOME at import time, and guessing it from an nvcc
+    wrapper on PATH (/usr/local/bin) gives a directory without the CUDA runtime library."""
+    for home in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
+            return home
+    return None
+
+
+CUDA_HOME = _find_cuda_home()
+if CUDA_HOME:
+    os.environ["CUDA_HOME"] = CUDA_HOME
+
+import torch  # noqa: E402
+from setuptools import find_packages, setup  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
 def cpu_extension():
@@ -23,12 +43,41 @@ def cpu_extension():
     )
 
 
+def want_cuda():
+    forced = os.environ.get("INFODROP_CUDA")
+    if forced not in (None, "", "0", "1"):
+        raise SystemExit(f"INFODROP_CUDA must be 0 or 1, got {forced!r}")
+    if forced == "0":
+        return False
+    possible = torch.version.cuda is not None and CUDA_HOME is not None
+    if forced == "1" and not possible:
+        raise SystemExit("INFODROP_CUDA=1 but torch has no CUDA "
+                         f"(torch.version.cuda={torch.version.cuda}) or no nvcc was found "
+                         "(looked in $CUDA_HOME/bin and /usr/local/cuda/bin)")
+    return possible
+
+
+def cuda_extension():
+    # Without a visible GPU torch would target every architecture it was built for (a long
+    # nvcc run in every CI build); A100 and H100 are the GPUs this project is run on.
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    # No --use_fast_math: the shared math states its own error bounds (csrc/infodrop/
+    # fastmath.h) and must not have its divisions and square roots approximated again.
+    return CUDAExtension(
+        "infodrop._C_cuda",
+        ["csrc/cuda/ops_cuda.cpp", "csrc/cuda/kernels.cu"],
+        include_dirs=[os.path.join(HERE, "csrc")],
+        extra_compile_args={"cxx": ["-O3", "-Wall"], "nvcc": ["-O3", "-std=c++17"]},
+    )
+
+
 setup(
     name="infodrop",
     version="0.1.0",
     description="Fused Information Dropout (Achille & Soatto) for PyTorch",
     packages=find_packages(include=["infodrop", "infodrop.*"]),
-    ext_modules=[cpu_extension()],
+    ext_modules=[cpu_extension()] + ([cuda_extension()] if want_cuda() else []),
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy"],

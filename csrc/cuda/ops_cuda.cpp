@@ -1,0 +1,172 @@
+// CUDA implementations of the infodrop ops (registered for the CUDA dispatch key of the schemas
+// in csrc/ops.cpp): argument and device checks, output allocation, the device guard and
+// current stream, and the final per-sample sums of the kernels' block partials.  Compiled by
+// the host compiler; the kernels are in kernels.cu.
+#include <Python.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "../infodrop/op_checks.h"
+#include "kernels.h"
+
+// An empty Python module: importing infodrop._C_cuda loads the library, whose static
+// initialisers register the CUDA kernels.
+extern "C" PyObject* PyInit__C_cuda(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C_cuda", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+namespace infodrop {
+namespace cuda {
+namespace {
+
+using at::Tensor;
+
+void check_on_device_of(const Tensor& t, const Tensor& x, const char* name) {
+  TORCH_CHECK(t.device() == x.device(), "infodrop (cuda): ", name, " must be on ", x.device(),
+              " like x, got ", t.device());
+}
+
+// A seed on the GPU is read by the kernel (no synchronisation); a CPU seed is read here.
+SeedRef seed_ref(const Tensor& seed, const Tensor& x) {
+  if (seed.is_cpu()) return {nullptr, static_cast<uint64_t>(seed.item<int64_t>())};
+  check_on_device_of(seed, x, "seed");
+  return {seed.const_data_ptr<int64_t>(), 0};
+}
+
+bool aligned16(std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors)
+    if (reinterpret_cast<uintptr_t>(t->const_data_ptr()) % 16 != 0) return false;
+  return true;
+}
+
+Shape shape_of(const Tensor& x) {
+  const int64_t samples = x.size(0);
+  return {samples, samples == 0 ? 0 : x.numel() / samples};
+}
+
+template <class S>
+Params<S> make_params(const OpOptions& o) {
+  Params<S> p;  // mu and sigma: set by the kernel from device memory
+  p.set_options(S(o.max_alpha), S(o.alpha_min), o.prior, o.mask_inactive, o.unit_mean,
+                o.apply_noise);
+  return p;
+}
+
+template <class scalar_t>
+using Compute = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_logit,
+                                        const Tensor& seed, int64_t offset, const Tensor& mu,
+                                        const Tensor& sigma, c10::string_view prior,
+                                        double max_alpha, double alpha_min, bool mask_inactive,
+                                        bool unit_mean, bool apply_noise) {
+  const OpOptions o = check_op_inputs(x, alpha_logit, seed, mu, sigma, prior, max_alpha,
+                                      alpha_min, mask_inactive, unit_mean, apply_noise);
+  TORCH_CHECK(x.is_cuda(), "infodrop (cuda): x must be a CUDA tensor, got ", x.device());
+  check_on_device_of(mu, x, "mu");
+  check_on_device_of(sigma, x, "sigma");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::ScalarType acc = kl_dtype(x.scalar_type());
+  const Tensor xc = x.contiguous(), lc = alpha_logit.contiguous();
+  Tensor z = at::empty_like(x);
+  Tensor zc = z.is_contiguous() ? z : at::empty_like(xc);
+  const Shape shape = shape_of(x);
+  if (x.numel() == 0) return {z, at::zeros({shape.samples}, x.options().dtype(acc))};
+  const int blocks = blocks_per_sample(shape, static_cast<int>(x.element_size()));
+  Tensor partials = at::empty({shape.samples, blocks}, x.options().dtype(acc));
+  const Tensor mu_c = mu.to(acc).contiguous(), sigma_c = sigma.to(acc).contiguous();
+  const SeedRef seed_arg = seed_ref(seed, x);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "infodrop_forward_cuda", [&] {
+    using S = Compute<scalar_t>;
+    launch_forward<scalar_t, S>(xc.const_data_ptr<scalar_t>(), lc.const_data_ptr<scalar_t>(),
+                                zc.data_ptr<scalar_t>(), partials.data_ptr<S>(), shape, blocks,
+                                aligned16({&xc, &lc, &zc}), seed_arg, static_cast<uint64_t>(offset),
+                                make_params<S>(o), mu_c.const_data_ptr<S>(),
+                                sigma_c.const_data_ptr<S>(), stream);
+  });
+  if (!z.is_same(zc)) z.copy_(zc);
+  return {z, partials.sum(1)};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
+    const Tensor& grad_z, const Tensor& grad_kl, const Tensor& x, const Tensor& alpha_logit,
+    const Tensor& seed, int64_t offset, const Tensor& mu, const Tensor& sigma,
+    c10::string_view prior, double max_alpha, double alpha_min, bool mask_inactive,
+    bool unit_mean, bool apply_noise) {
+  const OpOptions o = check_op_inputs(x, alpha_logit, seed, mu, sigma, prior, max_alpha,
+                                      alpha_min, mask_inactive, unit_mean, apply_noise);
+  check_grads(grad_z, grad_kl, x);
+  TORCH_CHECK(x.is_cuda(), "infodrop (cuda): x must be a CUDA tensor, got ", x.device());
+  for (const auto& [t, name] : {std::pair{&mu, "mu"}, {&sigma, "sigma"}, {&grad_z, "grad_z"},
+                                {&grad_kl, "grad_kl"}})
+    check_on_device_of(*t, x, name);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::ScalarType acc = kl_dtype(x.scalar_type());
+  const Tensor xc = x.contiguous(), lc = alpha_logit.contiguous();
+  const Tensor gzc = grad_z.to(x.scalar_type()).contiguous();
+  const Tensor gklc = grad_kl.to(acc).contiguous();
+  Tensor grad_x = at::empty_like(x), grad_logit = at::empty_like(alpha_logit);
+  Tensor gxc = grad_x.is_contiguous() ? grad_x : at::empty_like(xc);
+  Tensor glc = grad_logit.is_contiguous() ? grad_logit : at::empty_like(lc);
+  const Shape shape = shape_of(x);
+  if (x.numel() == 0) return {grad_x, grad_logit, at::zeros_like(mu), at::zeros_like(sigma)};
+  // Only the log-normal prior depends on mu and sigma.
+  const bool prior_grads = o.prior == Prior::LogNormal;
+  const int blocks = blocks_per_sample(shape, static_cast<int>(x.element_size()));
+  Tensor prior_partials;
+  if (prior_grads) prior_partials = at::empty({shape.samples, blocks, 2}, x.options().dtype(acc));
+  const Tensor mu_c = mu.to(acc).contiguous(), sigma_c = sigma.to(acc).contiguous();
+  const SeedRef seed_arg = seed_ref(seed, x);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "infodrop_backward_cuda", [&] {
+    using S = Compute<scalar_t>;
+    launch_backward<scalar_t, S>(
+        gzc.const_data_ptr<scalar_t>(), gklc.const_data_ptr<S>(), xc.const_data_ptr<scalar_t>(),
+        lc.const_data_ptr<scalar_t>(), gxc.data_ptr<scalar_t>(), glc.data_ptr<scalar_t>(),
+        prior_grads ? prior_partials.data_ptr<S>() : nullptr, shape, blocks,
+        aligned16({&gzc, &xc, &lc, &gxc, &glc}), seed_arg, static_cast<uint64_t>(offset),
+        make_params<S>(o), mu_c.const_data_ptr<S>(), sigma_c.const_data_ptr<S>(), stream);
+  });
+  if (!grad_x.is_same(gxc)) grad_x.copy_(gxc);
+  if (!grad_logit.is_same(glc)) grad_logit.copy_(glc);
+  if (!prior_grads) return {grad_x, grad_logit, at::zeros_like(mu), at::zeros_like(sigma)};
+  // Each sum is a new tensor: the two outputs do not alias each other.
+  const Tensor grad_mu = prior_partials.select(2, 0).sum().to(mu.scalar_type()).reshape(mu.sizes());
+  const Tensor grad_sigma =
+      prior_partials.select(2, 1).sum().to(sigma.scalar_type()).reshape(sigma.sizes());
+  return {grad_x, grad_logit, grad_mu, grad_sigma};
+}
+
+void noise_cuda(const Tensor& out, const Tensor& seed, int64_t offset, int64_t start) {
+  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous(),
+              "infodrop.noise_: out must be a contiguous float32 tensor");
+  check_seed(seed);
+  TORCH_CHECK(out.is_cuda(), "infodrop (cuda): out must be a CUDA tensor, got ", out.device());
+  if (out.numel() == 0) return;
+  const c10::cuda::CUDAGuard guard(out.device());
+  const bool aligned = static_cast<uint64_t>(start) % 4 == 0 && aligned16({&out});
+  launch_noise(out.data_ptr<float>(), out.numel(), static_cast<uint64_t>(start), aligned,
+               seed_ref(seed, out), static_cast<uint64_t>(offset),
+               c10::cuda::getCurrentCUDAStream());
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace infodrop
+
+TORCH_LIBRARY_IMPL(infodrop, CUDA, m) {
+  m.impl("information_dropout", &infodrop::cuda::forward_cuda);
+  m.impl("information_dropout_backward", &infodrop::cuda::backward_cuda);
+  m.impl("noise_", &infodrop::cuda::noise_cuda);
+}
