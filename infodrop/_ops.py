@@ -25,6 +25,27 @@ def kl_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def register_autograd(forward_op: str, backward_op) -> None:
+    """Autograd of a fused forward op with the schema of infodrop::information_dropout, through
+    ``backward_op`` (the schema of infodrop::information_dropout_backward).  Shared by the
+    compiled ops and the Triton ops (infodrop/triton/ops.py)."""
+
+    def setup_context(ctx, inputs, output):
+        x, alpha_logit, seed, offset, mu, sigma, *options = inputs
+        # The noise is not saved: the backward regenerates it from (seed, offset).
+        ctx.save_for_backward(x, alpha_logit, seed, mu, sigma)
+        ctx.offset = offset
+        ctx.options = options
+
+    def backward(ctx, grad_z, grad_kl):
+        x, alpha_logit, seed, mu, sigma = ctx.saved_tensors
+        grad_x, grad_logit, grad_mu, grad_sigma = backward_op(
+            grad_z, grad_kl, x, alpha_logit, seed, ctx.offset, mu, sigma, *ctx.options)
+        return (grad_x, grad_logit, None, None, grad_mu, grad_sigma) + (None,) * len(ctx.options)
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
+
+
 if COMPILED:
 
     @torch.library.register_fake("infodrop::information_dropout")
@@ -38,18 +59,5 @@ if COMPILED:
         return (torch.empty_like(x), torch.empty_like(alpha_logit), torch.empty_like(mu),
                 torch.empty_like(sigma))
 
-    def _setup_context(ctx, inputs, output):
-        x, alpha_logit, seed, offset, mu, sigma, *options = inputs
-        # The noise is not saved: the backward regenerates it from (seed, offset).
-        ctx.save_for_backward(x, alpha_logit, seed, mu, sigma)
-        ctx.offset = offset
-        ctx.options = options
-
-    def _backward(ctx, grad_z, grad_kl):
-        x, alpha_logit, seed, mu, sigma = ctx.saved_tensors
-        grad_x, grad_logit, grad_mu, grad_sigma = torch.ops.infodrop.information_dropout_backward(
-            grad_z, grad_kl, x, alpha_logit, seed, ctx.offset, mu, sigma, *ctx.options)
-        return (grad_x, grad_logit, None, None, grad_mu, grad_sigma) + (None,) * len(ctx.options)
-
-    torch.library.register_autograd("infodrop::information_dropout", _backward,
-                                    setup_context=_setup_context)
+    register_autograd("infodrop::information_dropout",
+                      torch.ops.infodrop.information_dropout_backward)

@@ -1,6 +1,7 @@
 """Which implementations exist on this installation, and which one a call uses."""
 
 import importlib.util
+import os
 
 import torch
 
@@ -13,17 +14,41 @@ def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def backends() -> dict:
+def _triton_interpreted() -> bool:
+    """Triton runs its kernels on the CPU (numpy) when TRITON_INTERPRET=1: slow, for tests."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def backends(detail: bool = False) -> dict:
     """{"cpu": ..., "cuda": ..., "triton": ..., "reference": True}: True where that backend can
     run here.  cuda needs the compiled CUDA extension and a GPU; triton needs triton and a GPU
-    (or TRITON_INTERPRET=1)."""
+    (or TRITON_INTERPRET=1).
+
+    detail=True gives, per backend, {"runs": bool, "built": bool, "why": str}: "built" says
+    whether the code is installed (the extension compiled, triton importable) even where it
+    cannot run, and "why" says what is missing ("" where it runs)."""
     gpu = torch.cuda.is_available()
-    return {
-        "cpu": _ops.COMPILED,
-        "cuda": _ops.CUDA_BUILT and gpu,
-        "triton": False,
+    triton_importable = _triton_importable()
+    built = {"cpu": _ops.COMPILED, "cuda": _ops.CUDA_BUILT, "triton": triton_importable,
+             "reference": True}
+    runs = {
+        "cpu": built["cpu"],
+        "cuda": built["cuda"] and gpu,
+        "triton": triton_importable and (gpu or _triton_interpreted()),
         "reference": True,
     }
+    if not detail:
+        return runs
+    missing = {
+        "cpu": f"the C++ extension did not load ({_ops.COMPILED_ERROR})",
+        "cuda": ("no CUDA GPU is visible" if built["cuda"] else
+                 "infodrop._C_cuda was not built (torch without CUDA, no nvcc, or INFODROP_CUDA=0)"),
+        "triton": ("no CUDA GPU is visible and TRITON_INTERPRET is not 1" if triton_importable
+                   else "triton is not installed"),
+        "reference": "",
+    }
+    return {name: {"runs": runs[name], "built": built[name], "why": "" if runs[name] else missing[name]}
+            for name in runs}
 
 
 def check_backend_name(backend: str) -> None:
@@ -31,8 +56,18 @@ def check_backend_name(backend: str) -> None:
         raise ValueError(f"backend must be 'auto' or one of {NAMES}, got {backend!r}")
 
 
+def _runs_on(backend: str, device: torch.device) -> bool:
+    if backend == "reference":
+        return True
+    if backend == "triton":  # CPU tensors only in the interpreter
+        return device.type == "cuda" or _triton_interpreted()
+    return device.type == ("cuda" if backend == "cuda" else "cpu")
+
+
 def resolve(backend: str, device: torch.device) -> str:
-    """The backend that runs a call on tensors of this device ("auto": fastest available)."""
+    """The backend that runs a call on tensors of this device ("auto": the fastest available of
+    cuda > triton > cpu > reference that runs on that device; the Triton interpreter is never
+    chosen automatically)."""
     check_backend_name(backend)
     available = backends()
     if backend == "auto":
@@ -41,7 +76,6 @@ def resolve(backend: str, device: torch.device) -> str:
     if not available[backend]:
         have = [name for name, ok in available.items() if ok]
         raise RuntimeError(f"backend {backend!r} is not available here; available: {have}")
-    wants_cuda = backend in ("cuda", "triton")
-    if backend != "reference" and wants_cuda != (device.type == "cuda"):
+    if not _runs_on(backend, device):
         raise ValueError(f"backend {backend!r} cannot run on tensors on {device}")
     return backend

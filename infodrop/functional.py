@@ -6,7 +6,7 @@ import torch
 
 from . import _ops, reference
 from ._checks import check_options, check_tensor_pair, check_u64
-from .backends import resolve
+from .backends import backends, resolve
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -67,7 +67,12 @@ def information_dropout(x, alpha_logit, *, prior="log_uniform", max_alpha=0.7, a
             sigma=sigma, mask_inactive=mask_inactive, unit_mean=unit_mean, training=training,
             noise_in_eval=noise_in_eval)
     seed_t = _seed_tensor(seed_bits, generator, x.device, apply_noise)
-    return torch.ops.infodrop.information_dropout(
+    fused = torch.ops.infodrop.information_dropout
+    if chosen == "triton":
+        from .triton import ops as triton_ops  # imports triton only where it is used
+
+        fused = triton_ops.information_dropout
+    return fused(
         x, alpha_logit, seed_t, offset_bits, _scalar_tensor(mu, compute, x.device),
         _scalar_tensor(sigma, compute, x.device), prior, float(max_alpha), float(alpha_min),
         bool(mask_inactive), bool(unit_mean), apply_noise)
@@ -88,6 +93,11 @@ def noise(shape, seed, offset=0, *, start=0, device="cpu", dtype=torch.float32):
         raise ValueError("start + numel must not exceed 2**64")
     device = torch.device(device)
     compiled = _ops.COMPILED and (device.type == "cpu" or (device.type == "cuda" and _ops.CUDA_BUILT))
+    if not compiled and device.type == "cuda" and backends()["triton"]:
+        from .triton import ops as triton_ops
+
+        seed_t = torch.full((), seed_bits, dtype=torch.int64, device=device)
+        return triton_ops.noise(math.prod(shape), seed_t, offset_bits, start_bits).reshape(shape).to(dtype)
     if not compiled:
         return reference.noise(shape, seed, offset, start=start, device=device, dtype=dtype)
     out = torch.empty(shape, dtype=torch.float32, device=device)

@@ -1,0 +1,189 @@
+"""Triton kernels of the infodrop ops: the math of SPEC.md sections 1 and 3 re-expressed in
+Triton (the C++/CUDA backends share csrc/infodrop/elementwise.h; Triton cannot include it).
+
+Each program takes GROUPS Philox groups of 4 consecutive logical elements as a [GROUPS, 4]
+tile, so one Philox call serves four elements, as in the CUDA kernel.  The forward and backward
+programs belong to one sample (program id = sample * blocks + block), so the per-sample sums
+are one partial per program, summed by the caller in a fixed order (deterministic).
+
+The noise is the exact stream of SPEC section 3 (Philox4x32-10 written with tl.umulhi, not
+tl.randn, whose stream differs).  log, sqrt, sin and cos are Triton's, in float32; backends
+agree to float32 rounding, not bit for bit.
+"""
+
+import triton
+import triton.language as tl
+
+PHILOX_M0: tl.constexpr = 0xD2511F53
+PHILOX_M1: tl.constexpr = 0xCD9E8D57
+PHILOX_W0: tl.constexpr = 0x9E3779B9
+PHILOX_W1: tl.constexpr = 0xBB67AE85
+X_FLOOR: tl.constexpr = 1e-4  # floor of x inside log x (the authors' code)
+
+
+@triton.jit
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    for _ in tl.static_range(10):
+        hi0 = tl.umulhi(c0, PHILOX_M0)
+        lo0 = c0 * PHILOX_M0
+        hi1 = tl.umulhi(c2, PHILOX_M1)
+        lo1 = c2 * PHILOX_M1
+        c0 = hi1 ^ c1 ^ k0
+        c1 = lo1
+        c2 = hi0 ^ c3 ^ k1
+        c3 = lo0
+        k0 = k0 + PHILOX_W0
+        k1 = k1 + PHILOX_W1
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def uniform(r):
+    # (r >> 9) * 2^-23 + 2^-24: exact in float32, in (0, 1), never 0 or 1
+    return (r >> 9).to(tl.float32) * 1.1920928955078125e-07 + 5.9604644775390625e-08
+
+
+@triton.jit
+def box_muller(a, b):
+    rad = tl.sqrt_rn(-2.0 * tl.log(uniform(a)))
+    # 2 pi u reduced to [-pi, pi) exactly (u - 1 is exact for u >= 1/2): sin and cos are
+    # accurate there whatever the hardware's range reduction.
+    u = uniform(b)
+    theta = 6.283185307179586 * tl.where(u >= 0.5, u - 1.0, u)
+    return rad * tl.cos(theta), rad * tl.sin(theta)
+
+
+@triton.jit
+def noise_tile(groups, seed_ptr, offset_lo, offset_hi):
+    """eps of the [GROUPS, 4] elements 4g + lane of the int64 group indices `groups`."""
+    seed = tl.load(seed_ptr)
+    zero = tl.zeros(groups.shape, tl.uint32)
+    r0, r1, r2, r3 = philox4x32_10(groups.to(tl.uint32), (groups >> 32).to(tl.uint32),
+                                   zero + offset_lo.to(tl.uint32), zero + offset_hi.to(tl.uint32),
+                                   seed.to(tl.uint32), (seed >> 32).to(tl.uint32))
+    e0, e1 = box_muller(r0, r1)
+    e2, e3 = box_muller(r2, r3)
+    lane = tl.arange(0, 4)[None, :]
+    return tl.where(lane == 0, e0[:, None],
+                    tl.where(lane == 1, e1[:, None], tl.where(lane == 2, e2[:, None], e3[:, None])))
+
+
+@triton.jit
+def sigmoid_pair(v):
+    """sigmoid(v) and 1 - sigmoid(v), both without overflow or cancellation."""
+    e = tl.exp(-tl.abs(v))
+    large = 1.0 / (1.0 + e)
+    small = e * large
+    positive = v >= 0
+    return tl.where(positive, large, small), tl.where(positive, small, large)
+
+
+@triton.jit
+def log_x_minus_mu(x, mu):
+    return tl.log(tl.where(x > X_FLOOR, x, X_FLOOR)) - mu
+
+
+@triton.jit
+def sample_tile(GROUPS: tl.constexpr, per_sample, blocks_per_sample):
+    """This program's sample, element indices [GROUPS, 4] and mask of that sample's elements."""
+    pid = tl.program_id(0)
+    sample = pid // blocks_per_sample
+    begin = sample.to(tl.int64) * per_sample
+    groups = begin // 4 + (pid % blocks_per_sample).to(tl.int64) * GROUPS + tl.arange(0, GROUPS)
+    index = groups[:, None] * 4 + tl.arange(0, 4)[None, :]
+    return pid, sample, groups, index, (index >= begin) & (index < begin + per_sample)
+
+
+# Sizes and offsets are not specialised on their values (Triton would recompile for each value
+# of 1 and each divisibility by 16, and turn 1 into a constant without .to()).
+@triton.jit(do_not_specialize=["offset_lo", "offset_hi", "per_sample", "blocks_per_sample"])
+def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo, offset_hi,
+                   mu_ptr, sigma_ptr, per_sample, blocks_per_sample, max_alpha, alpha_min,
+                   COMPUTE: tl.constexpr, LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
+                   UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr, GROUPS: tl.constexpr):
+    pid, sample, groups, index, mask = sample_tile(GROUPS, per_sample, blocks_per_sample)
+    x = tl.load(x_ptr + index, mask=mask, other=0).to(COMPUTE)
+    logit = tl.load(logit_ptr + index, mask=mask, other=0).to(COMPUTE)
+    s, one_minus_s = sigmoid_pair(logit)
+    alpha = alpha_min + max_alpha * s
+    z = x
+    if APPLY_NOISE:
+        log_noise = alpha * noise_tile(groups, seed_ptr, offset_lo, offset_hi).to(COMPUTE)
+        if UNIT_MEAN:
+            log_noise = log_noise - 0.5 * alpha * alpha
+        z = x * tl.exp(log_noise)
+    if LOG_NORMAL:
+        mu = tl.load(mu_ptr).to(COMPUTE)
+        sigma = tl.load(sigma_ptr).to(COMPUTE)
+        d = log_x_minus_mu(x, mu)
+        kl = (d * d + alpha * alpha) / (2.0 * sigma * sigma) - tl.log(alpha / sigma) - 0.5
+    else:
+        kl = -tl.log(alpha / (alpha_min + max_alpha))
+    if MASK_INACTIVE:
+        kl = tl.where(x == 0, 0.0, kl)
+    tl.store(z_ptr + index, z.to(z_ptr.dtype.element_ty), mask=mask)
+    tl.store(kl_partials_ptr + pid, tl.sum(tl.sum(tl.where(mask, kl, 0.0), axis=1), axis=0))
+
+
+@triton.jit(do_not_specialize=["offset_lo", "offset_hi", "per_sample", "blocks_per_sample"])
+def backward_kernel(grad_z_ptr, grad_kl_ptr, x_ptr, logit_ptr, grad_x_ptr, grad_logit_ptr,
+                    prior_partials_ptr, seed_ptr, offset_lo, offset_hi, mu_ptr, sigma_ptr,
+                    per_sample, blocks_per_sample, max_alpha, alpha_min, COMPUTE: tl.constexpr,
+                    LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
+                    UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr, GROUPS: tl.constexpr):
+    pid, sample, groups, index, mask = sample_tile(GROUPS, per_sample, blocks_per_sample)
+    grad_z = tl.load(grad_z_ptr + index, mask=mask, other=0).to(COMPUTE)
+    x = tl.load(x_ptr + index, mask=mask, other=0).to(COMPUTE)
+    logit = tl.load(logit_ptr + index, mask=mask, other=0).to(COMPUTE)
+    grad_kl = tl.load(grad_kl_ptr + sample).to(COMPUTE)
+    s, one_minus_s = sigmoid_pair(logit)
+    alpha = alpha_min + max_alpha * s
+    grad_x = grad_z
+    grad_alpha = tl.zeros_like(x)
+    if APPLY_NOISE:
+        eps = noise_tile(groups, seed_ptr, offset_lo, offset_hi).to(COMPUTE)
+        log_noise = alpha * eps
+        dlog_noise = eps  # d log n / d alpha
+        if UNIT_MEAN:
+            log_noise = log_noise - 0.5 * alpha * alpha
+            dlog_noise = eps - alpha
+        n = tl.exp(log_noise)
+        grad_x = grad_z * n
+        grad_alpha = grad_z * x * n * dlog_noise
+    inactive = x == 0
+    if LOG_NORMAL:
+        mu = tl.load(mu_ptr).to(COMPUTE)
+        sigma = tl.load(sigma_ptr).to(COMPUTE)
+        inv_sigma2 = 1.0 / (sigma * sigma)
+        d = log_x_minus_mu(x, mu)
+        dkl_dalpha = alpha * inv_sigma2 - 1.0 / alpha
+        above_floor = x > X_FLOOR
+        dkl_dx = tl.where(above_floor, d * inv_sigma2 / tl.where(above_floor, x, 1.0), 0.0)
+        dmu = -d * inv_sigma2
+        dsigma = 1.0 / sigma - (d * d + alpha * alpha) * inv_sigma2 / sigma
+        if MASK_INACTIVE:
+            dkl_dx = tl.where(inactive, 0.0, dkl_dx)
+            dmu = tl.where(inactive, 0.0, dmu)
+            dsigma = tl.where(inactive, 0.0, dsigma)
+        grad_x = grad_x + grad_kl * dkl_dx
+        sums_ptr = prior_partials_ptr + 2 * pid
+        tl.store(sums_ptr, grad_kl * tl.sum(tl.sum(tl.where(mask, dmu, 0.0), axis=1), axis=0))
+        tl.store(sums_ptr + 1, grad_kl * tl.sum(tl.sum(tl.where(mask, dsigma, 0.0), axis=1), axis=0))
+    else:
+        dkl_dalpha = -1.0 / alpha
+    if MASK_INACTIVE:
+        dkl_dalpha = tl.where(inactive, 0.0, dkl_dalpha)
+    grad_alpha = grad_alpha + grad_kl * dkl_dalpha
+    grad_logit = grad_alpha * max_alpha * s * one_minus_s
+    tl.store(grad_x_ptr + index, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
+    tl.store(grad_logit_ptr + index, grad_logit.to(grad_logit_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=["n", "first_group", "head", "offset_lo", "offset_hi"])
+def noise_kernel(out_ptr, n, first_group, head, seed_ptr, offset_lo, offset_hi,
+                 GROUPS: tl.constexpr):
+    """out[j] = eps at stream index 4 * first_group + head + j, j < n."""
+    groups = first_group + tl.program_id(0).to(tl.int64) * GROUPS + tl.arange(0, GROUPS)
+    j = (groups[:, None] - first_group) * 4 + tl.arange(0, 4)[None, :] - head
+    eps = noise_tile(groups, seed_ptr, offset_lo, offset_hi)
+    tl.store(out_ptr + j, eps, mask=(j >= 0) & (j < n))

@@ -1,0 +1,124 @@
+"""The Triton kernels as PyTorch operators: torch.library.triton_op + wrap_triton, so that
+torch.compile traces into the kernels, with autograd through the fused backward (the logic
+shared with the compiled ops, infodrop/_ops.py).  The ops take the arguments of
+torch.ops.infodrop.information_dropout (same schema, namespace infodrop_triton)."""
+
+import torch
+import triton
+from torch.library import triton_op, wrap_triton
+
+from .. import _ops
+from . import kernels
+
+GROUPS = 256  # Philox groups per program: 1024 elements
+PRIORS = ("log_uniform", "log_normal")
+
+
+def _check(x, alpha_logit, seed, mu, sigma, prior):
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    if alpha_logit.shape != x.shape or alpha_logit.dtype != x.dtype:
+        raise ValueError("alpha_logit must have the shape and dtype of x")
+    if x.dim() == 0:
+        raise ValueError("x must have a batch dimension, got a 0-dim tensor")
+    if seed.numel() != 1 or seed.dtype != torch.int64:
+        raise ValueError("seed must be a one-element int64 tensor")
+    for name, t in (("mu", mu), ("sigma", sigma)):
+        if t.numel() != 1 or not t.dtype.is_floating_point:
+            raise ValueError(f"{name} must be a one-element floating-point tensor")
+
+
+def _u32_halves(bits: int):
+    bits &= (1 << 64) - 1
+    return bits & 0xFFFFFFFF, bits >> 32
+
+
+def _layout(x):
+    """(samples, elements per sample, programs per sample)."""
+    samples = x.shape[0]
+    per_sample = x.numel() // samples if samples else 0
+    # +2 groups: a sample can begin and end inside a group
+    return samples, per_sample, triton.cdiv(per_sample // 4 + 2, GROUPS)
+
+
+def _like(x, contiguous):
+    """The result in x's memory format (as empty_like(x), like the compiled backends)."""
+    return contiguous if x.is_contiguous() else torch.empty_like(x).copy_(contiguous)
+
+
+def _kernel_options(x, prior, mask_inactive, unit_mean, apply_noise):
+    return dict(COMPUTE=kernels.tl.float64 if x.dtype == torch.float64 else kernels.tl.float32,
+                LOG_NORMAL=prior == "log_normal", MASK_INACTIVE=mask_inactive,
+                UNIT_MEAN=unit_mean, APPLY_NOISE=apply_noise, GROUPS=GROUPS)
+
+
+def _device_scalars(x, seed, mu, sigma):
+    """seed, mu and sigma where the kernels read them: on x's device, mu and sigma in the
+    compute dtype."""
+    compute = _ops.kl_dtype(x.dtype)
+    return (seed.reshape(()).to(x.device), mu.reshape(()).to(x.device, compute),
+            sigma.reshape(()).to(x.device, compute))
+
+
+@triton_op("infodrop_triton::information_dropout", mutates_args=())
+def information_dropout(x: torch.Tensor, alpha_logit: torch.Tensor, seed: torch.Tensor,
+                        offset: int, mu: torch.Tensor, sigma: torch.Tensor, prior: str,
+                        max_alpha: float, alpha_min: float, mask_inactive: bool, unit_mean: bool,
+                        apply_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    _check(x, alpha_logit, seed, mu, sigma, prior)
+    samples, per_sample, blocks = _layout(x)
+    xc, lc = x.contiguous(), alpha_logit.contiguous()
+    z = torch.empty_like(xc)
+    partials = torch.zeros((samples, blocks), dtype=_ops.kl_dtype(x.dtype), device=x.device)
+    if x.numel():
+        seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
+        wrap_triton(kernels.forward_kernel)[(samples * blocks,)](
+            xc, lc, z, partials, seed_d, *_u32_halves(offset), mu_d, sigma_d, per_sample, blocks,
+            max_alpha, alpha_min, **_kernel_options(x, prior, mask_inactive, unit_mean, apply_noise))
+    return _like(x, z), partials.sum(1)
+
+
+@triton_op("infodrop_triton::information_dropout_backward", mutates_args=())
+def information_dropout_backward(
+        grad_z: torch.Tensor, grad_kl: torch.Tensor, x: torch.Tensor, alpha_logit: torch.Tensor,
+        seed: torch.Tensor, offset: int, mu: torch.Tensor, sigma: torch.Tensor, prior: str,
+        max_alpha: float, alpha_min: float, mask_inactive: bool, unit_mean: bool,
+        apply_noise: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check(x, alpha_logit, seed, mu, sigma, prior)
+    samples, per_sample, blocks = _layout(x)
+    compute = _ops.kl_dtype(x.dtype)
+    xc, lc = x.contiguous(), alpha_logit.contiguous()
+    gzc = grad_z.to(x.dtype).contiguous()
+    gklc = grad_kl.to(x.device, compute).contiguous()
+    grad_x, grad_logit = torch.empty_like(xc), torch.empty_like(lc)
+    # per program: grad_kl[b] * (sum of d kl / d mu, sum of d kl / d sigma); zero unless
+    # the prior is log-normal
+    prior_partials = torch.zeros((samples * blocks, 2), dtype=compute, device=x.device)
+    if x.numel():
+        seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
+        wrap_triton(kernels.backward_kernel)[(samples * blocks,)](
+            gzc, gklc, xc, lc, grad_x, grad_logit, prior_partials, seed_d, *_u32_halves(offset),
+            mu_d, sigma_d, per_sample, blocks, max_alpha, alpha_min,
+            **_kernel_options(x, prior, mask_inactive, unit_mean, apply_noise))
+    prior_grads = prior_partials.sum(0)
+    return (_like(x, grad_x), _like(alpha_logit, grad_logit),
+            prior_grads[0].to(mu.dtype).reshape(mu.shape).clone(),
+            prior_grads[1].to(sigma.dtype).reshape(sigma.shape).clone())
+
+
+_ops.register_autograd("infodrop_triton::information_dropout",
+                       torch.ops.infodrop_triton.information_dropout_backward)
+
+
+@triton_op("infodrop_triton::noise", mutates_args=())
+def noise(numel: int, seed: torch.Tensor, offset: int, start: int) -> torch.Tensor:
+    """The noise stream (float32) at indices start .. start + numel - 1 on seed's device;
+    start is uint64 bits in an int, as in infodrop::noise_."""
+    out = torch.empty(numel, dtype=torch.float32, device=seed.device)
+    if numel:
+        start_bits = start & ((1 << 64) - 1)
+        first_group, head = start_bits >> 2, start_bits & 3
+        programs = triton.cdiv(head + numel, 4 * GROUPS)
+        wrap_triton(kernels.noise_kernel)[(programs,)](
+            out, numel, first_group, head, seed.reshape(()), *_u32_halves(offset), GROUPS=GROUPS)
+    return out
