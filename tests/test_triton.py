@@ -1,0 +1,69 @@
+"""The Triton backend on a machine without a GPU: its kernels run on the CPU under
+TRITON_INTERPRET=1, which must be set before triton is imported, hence a subprocess; and what
+infodrop.backends() and backend selection say about it."""
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import infodrop
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+requires_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                                     reason="triton is not installed")
+
+
+def _run_interpreted(*args):
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@requires_triton
+@pytest.mark.slow
+def test_kernels_match_cpu_kernel_and_reference_under_interpreter():
+    result = _run_interpreted("-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                              "tests/test_cuda_kernels.py", "-k", "triton")
+    report = result.stdout + result.stderr
+    assert result.returncode == 0, report
+    assert " passed" in report and "skipped" not in report, report
+
+
+@requires_triton
+def test_interpreter_makes_triton_available_and_auto_still_picks_cpu():
+    result = _run_interpreted("-c", (
+        "import torch, infodrop\n"
+        "from infodrop.backends import resolve\n"
+        "print(infodrop.backends()['triton'], resolve('auto', torch.device('cpu')),"
+        " resolve('triton', torch.device('cpu')))"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "cpu" if infodrop.backends()["cpu"] else "reference",
+                                     "triton"]
+
+
+@requires_triton
+def test_backends_report_triton_as_built():
+    detail = infodrop.backends(detail=True)
+    assert detail["triton"]["built"]
+    assert detail["triton"]["runs"] == infodrop.backends()["triton"]
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        assert infodrop.backends()["triton"] == torch.cuda.is_available()
+
+
+def test_backends_detail_says_why_a_backend_cannot_run():
+    for name, info in infodrop.backends(detail=True).items():
+        assert set(info) == {"runs", "built", "why"}
+        assert info["runs"] == infodrop.backends()[name]
+        assert (info["why"] == "") == info["runs"], (name, info)
+
+
+@pytest.mark.skipif(infodrop.backends()["triton"], reason="triton can run here")
+def test_naming_triton_where_it_cannot_run_says_what_can():
+    x = torch.rand(2, 3)
+    with pytest.raises(RuntimeError, match="'triton' is not available here; available: .*reference"):
+        infodrop.information_dropout(x, x, backend="triton")
