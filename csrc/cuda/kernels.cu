@@ -27,10 +27,6 @@ constexpr int kThreads = 256;
 constexpr int kBlocksPerSm = 8;
 constexpr int64_t kMaxGridY = 65535;
 
-INFODROP_HD constexpr int elements_per_step(int element_bytes) {
-  return element_bytes >= 4 ? 4 : 16 / element_bytes;
-}
-
 template <class T, int N>
 struct alignas(sizeof(T) * N) Pack {
   T v[N];
@@ -55,8 +51,9 @@ __device__ __forceinline__ void step_noise(int64_t step, const StreamKey& key, b
   }
 }
 
-// Elements i0 .. i0 + V - 1 of p, converted to S: one 16-byte load when the whole step lies in
-// [lo, hi) and the pointers are aligned, else element by element within [lo, hi).
+// Elements i0 .. i0 + V - 1 of p, converted to S: one vector load (16 bytes; 32 for double)
+// when the whole step lies in [lo, hi) and the pointers are aligned, else element by element
+// within [lo, hi).
 template <int V, class T, class S>
 __device__ __forceinline__ void load_step(const T* __restrict__ p, int64_t i0, bool whole,
                                           int64_t lo, int64_t hi, S (&v)[V]) {

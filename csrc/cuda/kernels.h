@@ -24,6 +24,12 @@ struct Shape {
   int64_t samples, per_sample;
 };
 
+// Elements per thread step: whole Philox groups of 4, and 16 bytes of 16-bit types (8 halves).
+// Whole steps are loaded and stored at once where the pointers are aligned to a step's bytes.
+INFODROP_HD constexpr int elements_per_step(int element_bytes) {
+  return element_bytes >= 4 ? 4 : 16 / element_bytes;
+}
+
 // Blocks per sample of the forward and backward kernels for elements of `element_bytes` bytes:
 // the caller allocates samples x blocks partial sums.  Launch grids are (blocks, min(samples,
 // 65535)); more samples are walked by a grid-stride loop.

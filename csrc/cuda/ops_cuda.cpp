@@ -41,10 +41,16 @@ SeedRef seed_ref(const Tensor& seed, const Tensor& x) {
   return {seed.const_data_ptr<int64_t>(), 0};
 }
 
-bool aligned16(std::initializer_list<const Tensor*> tensors) {
+// Whether every tensor starts on a multiple of `bytes` (the kernels' whole-step accesses).
+bool aligned_to(uintptr_t bytes, std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors)
-    if (reinterpret_cast<uintptr_t>(t->const_data_ptr()) % 16 != 0) return false;
+    if (reinterpret_cast<uintptr_t>(t->const_data_ptr()) % bytes != 0) return false;
   return true;
+}
+
+uintptr_t step_bytes(const Tensor& x) {
+  const int element_bytes = static_cast<int>(x.element_size());
+  return static_cast<uintptr_t>(elements_per_step(element_bytes) * element_bytes);
 }
 
 Shape shape_of(const Tensor& x) {
@@ -88,11 +94,11 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_log
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "infodrop_forward_cuda", [&] {
     using S = Compute<scalar_t>;
-    launch_forward<scalar_t, S>(xc.const_data_ptr<scalar_t>(), lc.const_data_ptr<scalar_t>(),
-                                zc.data_ptr<scalar_t>(), partials.data_ptr<S>(), shape, blocks,
-                                aligned16({&xc, &lc, &zc}), seed_arg, static_cast<uint64_t>(offset),
-                                make_params<S>(o), mu_c.const_data_ptr<S>(),
-                                sigma_c.const_data_ptr<S>(), stream);
+    launch_forward<scalar_t, S>(
+        xc.const_data_ptr<scalar_t>(), lc.const_data_ptr<scalar_t>(), zc.data_ptr<scalar_t>(),
+        partials.data_ptr<S>(), shape, blocks, aligned_to(step_bytes(x), {&xc, &lc, &zc}),
+        seed_arg, static_cast<uint64_t>(offset), make_params<S>(o), mu_c.const_data_ptr<S>(),
+        sigma_c.const_data_ptr<S>(), stream);
   });
   if (!z.is_same(zc)) z.copy_(zc);
   return {z, partials.sum(1)};
@@ -135,8 +141,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
         gzc.const_data_ptr<scalar_t>(), gklc.const_data_ptr<S>(), xc.const_data_ptr<scalar_t>(),
         lc.const_data_ptr<scalar_t>(), gxc.data_ptr<scalar_t>(), glc.data_ptr<scalar_t>(),
         prior_grads ? prior_partials.data_ptr<S>() : nullptr, shape, blocks,
-        aligned16({&gzc, &xc, &lc, &gxc, &glc}), seed_arg, static_cast<uint64_t>(offset),
-        make_params<S>(o), mu_c.const_data_ptr<S>(), sigma_c.const_data_ptr<S>(), stream);
+        aligned_to(step_bytes(x), {&gzc, &xc, &lc, &gxc, &glc}), seed_arg,
+        static_cast<uint64_t>(offset), make_params<S>(o), mu_c.const_data_ptr<S>(),
+        sigma_c.const_data_ptr<S>(), stream);
   });
   if (!grad_x.is_same(gxc)) grad_x.copy_(gxc);
   if (!grad_logit.is_same(glc)) grad_logit.copy_(glc);
@@ -155,7 +162,7 @@ void noise_cuda(const Tensor& out, const Tensor& seed, int64_t offset, int64_t s
   TORCH_CHECK(out.is_cuda(), "infodrop (cuda): out must be a CUDA tensor, got ", out.device());
   if (out.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(out.device());
-  const bool aligned = static_cast<uint64_t>(start) % 4 == 0 && aligned16({&out});
+  const bool aligned = static_cast<uint64_t>(start) % 4 == 0 && aligned_to(16, {&out});
   launch_noise(out.data_ptr<float>(), out.numel(), static_cast<uint64_t>(start), aligned,
                seed_ref(seed, out), static_cast<uint64_t>(offset),
                c10::cuda::getCurrentCUDAStream());

@@ -69,6 +69,15 @@ def noise_tile(groups, seed_ptr, offset_lo, offset_hi):
 
 
 @triton.jit
+def to_compute(v, FLOAT64: tl.constexpr):
+    """float64 math for float64 tensors, float32 for the others (SPEC section 4)."""
+    if FLOAT64:
+        return v.to(tl.float64)
+    else:
+        return v.to(tl.float32)
+
+
+@triton.jit
 def sigmoid_pair(v):
     """sigmoid(v) and 1 - sigmoid(v), both without overflow or cancellation."""
     e = tl.exp(-tl.abs(v))
@@ -99,22 +108,23 @@ def sample_tile(GROUPS: tl.constexpr, per_sample, blocks_per_sample):
 @triton.jit(do_not_specialize=["offset_lo", "offset_hi", "per_sample", "blocks_per_sample"])
 def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo, offset_hi,
                    mu_ptr, sigma_ptr, per_sample, blocks_per_sample, max_alpha, alpha_min,
-                   COMPUTE: tl.constexpr, LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
+                   FLOAT64: tl.constexpr, LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
                    UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr, GROUPS: tl.constexpr):
     pid, sample, groups, index, mask = sample_tile(GROUPS, per_sample, blocks_per_sample)
-    x = tl.load(x_ptr + index, mask=mask, other=0).to(COMPUTE)
-    logit = tl.load(logit_ptr + index, mask=mask, other=0).to(COMPUTE)
+    x = to_compute(tl.load(x_ptr + index, mask=mask, other=0), FLOAT64)
+    logit = to_compute(tl.load(logit_ptr + index, mask=mask, other=0), FLOAT64)
     s, one_minus_s = sigmoid_pair(logit)
     alpha = alpha_min + max_alpha * s
     z = x
     if APPLY_NOISE:
-        log_noise = alpha * noise_tile(groups, seed_ptr, offset_lo, offset_hi).to(COMPUTE)
+        eps = to_compute(noise_tile(groups, seed_ptr, offset_lo, offset_hi), FLOAT64)
+        log_noise = alpha * eps
         if UNIT_MEAN:
             log_noise = log_noise - 0.5 * alpha * alpha
         z = x * tl.exp(log_noise)
     if LOG_NORMAL:
-        mu = tl.load(mu_ptr).to(COMPUTE)
-        sigma = tl.load(sigma_ptr).to(COMPUTE)
+        mu = to_compute(tl.load(mu_ptr), FLOAT64)
+        sigma = to_compute(tl.load(sigma_ptr), FLOAT64)
         d = log_x_minus_mu(x, mu)
         kl = (d * d + alpha * alpha) / (2.0 * sigma * sigma) - tl.log(alpha / sigma) - 0.5
     else:
@@ -128,20 +138,20 @@ def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo
 @triton.jit(do_not_specialize=["offset_lo", "offset_hi", "per_sample", "blocks_per_sample"])
 def backward_kernel(grad_z_ptr, grad_kl_ptr, x_ptr, logit_ptr, grad_x_ptr, grad_logit_ptr,
                     prior_partials_ptr, seed_ptr, offset_lo, offset_hi, mu_ptr, sigma_ptr,
-                    per_sample, blocks_per_sample, max_alpha, alpha_min, COMPUTE: tl.constexpr,
+                    per_sample, blocks_per_sample, max_alpha, alpha_min, FLOAT64: tl.constexpr,
                     LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
                     UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr, GROUPS: tl.constexpr):
     pid, sample, groups, index, mask = sample_tile(GROUPS, per_sample, blocks_per_sample)
-    grad_z = tl.load(grad_z_ptr + index, mask=mask, other=0).to(COMPUTE)
-    x = tl.load(x_ptr + index, mask=mask, other=0).to(COMPUTE)
-    logit = tl.load(logit_ptr + index, mask=mask, other=0).to(COMPUTE)
-    grad_kl = tl.load(grad_kl_ptr + sample).to(COMPUTE)
+    grad_z = to_compute(tl.load(grad_z_ptr + index, mask=mask, other=0), FLOAT64)
+    x = to_compute(tl.load(x_ptr + index, mask=mask, other=0), FLOAT64)
+    logit = to_compute(tl.load(logit_ptr + index, mask=mask, other=0), FLOAT64)
+    grad_kl = to_compute(tl.load(grad_kl_ptr + sample), FLOAT64)
     s, one_minus_s = sigmoid_pair(logit)
     alpha = alpha_min + max_alpha * s
     grad_x = grad_z
     grad_alpha = tl.zeros_like(x)
     if APPLY_NOISE:
-        eps = noise_tile(groups, seed_ptr, offset_lo, offset_hi).to(COMPUTE)
+        eps = to_compute(noise_tile(groups, seed_ptr, offset_lo, offset_hi), FLOAT64)
         log_noise = alpha * eps
         dlog_noise = eps  # d log n / d alpha
         if UNIT_MEAN:
@@ -152,8 +162,8 @@ def backward_kernel(grad_z_ptr, grad_kl_ptr, x_ptr, logit_ptr, grad_x_ptr, grad_
         grad_alpha = grad_z * x * n * dlog_noise
     inactive = x == 0
     if LOG_NORMAL:
-        mu = tl.load(mu_ptr).to(COMPUTE)
-        sigma = tl.load(sigma_ptr).to(COMPUTE)
+        mu = to_compute(tl.load(mu_ptr), FLOAT64)
+        sigma = to_compute(tl.load(sigma_ptr), FLOAT64)
         inv_sigma2 = 1.0 / (sigma * sigma)
         d = log_x_minus_mu(x, mu)
         dkl_dalpha = alpha * inv_sigma2 - 1.0 / alpha

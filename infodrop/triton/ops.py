@@ -47,7 +47,7 @@ def _like(x, contiguous):
 
 
 def _kernel_options(x, prior, mask_inactive, unit_mean, apply_noise):
-    return dict(COMPUTE=kernels.tl.float64 if x.dtype == torch.float64 else kernels.tl.float32,
+    return dict(FLOAT64=x.dtype == torch.float64,
                 LOG_NORMAL=prior == "log_normal", MASK_INACTIVE=mask_inactive,
                 UNIT_MEAN=unit_mean, APPLY_NOISE=apply_noise, GROUPS=GROUPS)
 
