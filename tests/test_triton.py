@@ -26,9 +26,10 @@ def _run_interpreted(*args):
 
 @requires_triton
 @pytest.mark.slow
-def test_kernels_match_cpu_kernel_and_reference_under_interpreter():
+def test_kernels_and_math_pass_under_interpreter():
     result = _run_interpreted("-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                              "tests/test_cuda_kernels.py", "-k", "triton")
+                              "tests/test_cuda_kernels.py", "tests/test_triton_math.py",
+                              "-k", "triton or log")
     report = result.stdout + result.stderr
     assert result.returncode == 0, report
     assert " passed" in report and "skipped" not in report, report

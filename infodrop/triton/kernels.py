@@ -7,8 +7,9 @@ programs belong to one sample (program id = sample * blocks + block), so the per
 are one partial per program, summed by the caller in a fixed order (deterministic).
 
 The noise is the exact stream of SPEC section 3 (Philox4x32-10 written with tl.umulhi, not
-tl.randn, whose stream differs).  log, sqrt, sin and cos are Triton's, in float32; backends
-agree to float32 rounding, not bit for bit.
+tl.randn, whose stream differs), in float32; backends agree to float32 rounding, not bit for
+bit.  exp, sin, cos and the KL's log are Triton's; Box-Muller's log is our own (see
+log_normal_f32).
 """
 
 import triton
@@ -44,8 +45,34 @@ def uniform(r):
 
 
 @triton.jit
+def log_normal_f32(x):
+    """log of a normal float32 x > 0, relative error below 2^-20 also near x = 1, where a
+    log2-based hardware approximation (which tl.log may lower to) has only an absolute bound:
+    there -log(u) is tiny and must stay >= 0 for the square root of Box-Muller.  The mantissa
+    is folded into [sqrt(1/2), sqrt(2)) and Cephes' polynomial applied, as in
+    csrc/infodrop/fastmath.h."""
+    bits = x.to(tl.uint32, bitcast=True)
+    m = ((bits & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)
+    below = m < 0.70710678118654752
+    f = tl.where(below, m + m, m) - 1.0
+    e = ((bits >> 23).to(tl.int32) - 126).to(tl.float32) - tl.where(below, 1.0, 0.0)
+    z = f * f
+    p = 7.0376836292e-2
+    p = p * f - 1.1514610310e-1
+    p = p * f + 1.1676998740e-1
+    p = p * f - 1.2420140846e-1
+    p = p * f + 1.4249322787e-1
+    p = p * f - 1.6668057665e-1
+    p = p * f + 2.0000714765e-1
+    p = p * f - 2.4999993993e-1
+    p = p * f + 3.3333331174e-1
+    # ln 2 = 0.693359375 - 2.12194440e-4, split so that e * ln 2 adds without rounding error
+    return f + (f * z * p + e * -2.12194440e-4 - 0.5 * z) + e * 0.693359375
+
+
+@triton.jit
 def box_muller(a, b):
-    rad = tl.sqrt_rn(-2.0 * tl.log(uniform(a)))
+    rad = tl.sqrt_rn(-2.0 * log_normal_f32(uniform(a)))
     # 2 pi u reduced to [-pi, pi) exactly (u - 1 is exact for u >= 1/2): sin and cos are
     # accurate there whatever the hardware's range reduction.
     u = uniform(b)
