@@ -68,7 +68,7 @@ def cuda_extension():
         "infodrop._C_cuda",
         ["csrc/cuda/ops_cuda.cpp", "csrc/cuda/kernels.cu"],
         include_dirs=[os.path.join(HERE, "csrc")],
-        extra_compile_args={"cxx": ["-O3", "-Wall"], "nvcc": ["-O3", "-std=c++17"]},
+        extra_compile_args={"cxx": ["-O3", "-Wall"], "nvcc": ["-O3"]},
     )
 
 
