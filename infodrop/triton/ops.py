@@ -8,10 +8,10 @@ import triton
 from torch.library import triton_op, wrap_triton
 
 from .. import _ops
+from ..reference import PRIORS
 from . import kernels
 
 GROUPS = 256  # Philox groups per program: 1024 elements
-PRIORS = ("log_uniform", "log_normal")
 
 
 def _check(x, alpha_logit, seed, mu, sigma, prior):
