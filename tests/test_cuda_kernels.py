@@ -169,3 +169,19 @@ def test_empty_tensors_give_empty_results(backend_device):
     x = torch.empty((3, 0), device=device)
     z, kl = infodrop.information_dropout(x, x, seed=SEED, backend=backend)
     assert z.shape == (3, 0) and torch.equal(kl.cpu(), torch.zeros(3))
+
+
+def test_opcheck_schema_and_autograd_registration(backend_device):
+    """The fake-tensor and compiled parts of opcheck are in tests/test_cuda.py: under the
+    Triton interpreter, wrap_triton hands back the raw kernel, which cannot run on fake tensors."""
+    backend, device = backend_device
+    namespace = torch.ops.infodrop if backend == "cuda" else torch.ops.infodrop_triton
+    x, logit = (t.to(device).requires_grad_() for t in make_inputs((3, 4, 6), prior="log_normal"))
+    args = (x, logit, torch.tensor(SEED, device=device), 3, torch.tensor(0.1, device=device),
+            torch.tensor(1.2, device=device), "log_normal", 0.7, 1e-3, False, False, True)
+    torch.library.opcheck(namespace.information_dropout.default, args,
+                          test_utils=("test_schema", "test_autograd_registration"))
+    grads = (torch.randn_like(x), torch.randn(3, device=device))
+    detached = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(namespace.information_dropout_backward.default, grads + detached,
+                          test_utils=("test_schema",))
