@@ -175,6 +175,8 @@ def test_opcheck_schema_and_autograd_registration(backend_device):
     """The fake-tensor and compiled parts of opcheck are in tests/test_cuda.py: under the
     Triton interpreter, wrap_triton hands back the raw kernel, which cannot run on fake tensors."""
     backend, device = backend_device
+    if backend == "triton":
+        import infodrop.triton.ops  # noqa: F401  (registers torch.ops.infodrop_triton)
     namespace = torch.ops.infodrop if backend == "cuda" else torch.ops.infodrop_triton
     x, logit = (t.to(device).requires_grad_() for t in make_inputs((3, 4, 6), prior="log_normal"))
     args = (x, logit, torch.tensor(SEED, device=device), 3, torch.tensor(0.1, device=device),
