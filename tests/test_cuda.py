@@ -47,6 +47,8 @@ def _backends_on_gpu():
 def _fused_ops(backend):
     if backend == "cuda":
         return torch.ops.infodrop.information_dropout, torch.ops.infodrop.information_dropout_backward
+    import infodrop.triton.ops  # noqa: F401  (registers torch.ops.infodrop_triton)
+
     return (torch.ops.infodrop_triton.information_dropout,
             torch.ops.infodrop_triton.information_dropout_backward)
 
