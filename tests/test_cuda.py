@@ -200,3 +200,19 @@ def test_module_trains_on_the_gpu():
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert all(p.grad is not None for p in layer.parameters())
 
+
+
+@pytest.mark.cuda
+@gpu
+def test_without_the_extension_gpu_tensors_go_to_triton(monkeypatch):
+    if not infodrop.backends()["triton"]:
+        pytest.skip("triton is not available")
+    monkeypatch.setattr(_ops, "CUDA_BUILT", False)
+    assert infodrop.functional.resolve("auto", torch.device("cuda")) == "triton"
+    torch.testing.assert_close(infodrop.noise((1000,), 7, 3, start=5, device="cuda").cpu(),
+                               infodrop.noise((1000,), 7, 3, start=5), rtol=1e-5, atol=1e-5)
+    x, logit = _cuda_inputs((2, 50))
+    z, kl = infodrop.information_dropout(x, logit, seed=SEED)
+    z_cpu, kl_cpu = infodrop.information_dropout(x.cpu(), logit.cpu(), seed=SEED, backend="cpu")
+    torch.testing.assert_close(z.cpu(), z_cpu, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(kl.cpu(), kl_cpu, rtol=1e-4, atol=1e-4)
