@@ -1,0 +1,165 @@
+"""python -m infodrop bench: throughput of the fused op against its alternatives, without pytest.
+
+For each shape: the median time of each contender (after warm-up) for the forward pass alone
+(no grad) and for forward + backward, its ratio to the fused op of the device, and the bytes it
+saves for backward (measured through saved_tensors_hooks).  The matrix is the one the
+pytest-benchmark suite in benchmarks/ runs (infodrop/bench_cases.py).
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+
+from .bench_cases import (CONTENDERS, FUSED, PASSES, SHAPES, make_step, parse_case, saved_bytes,
+                          traffic_bytes, unavailable)
+
+DEFAULT_WARMUP, DEFAULT_REPEATS = 3, 15
+QUICK = {"shapes": ["mlp"], "warmup": 1, "repeats": 3}
+
+
+def time_step(step, warmup: int, repeats: int):
+    """Seconds of each of ``repeats`` calls, after ``warmup`` calls (compilation, caches)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run(cases, contenders, passes, warmup, repeats, progress=True):
+    """One record per (case, contender, pass) that runs here, and the (case, contender) skipped."""
+    jobs = [(case, c) for case in cases for c in contenders if unavailable(c, case.device) is None]
+    skipped = [{"case": case.label, "contender": c.name, "why": unavailable(c, case.device)}
+               for case in cases for c in contenders if unavailable(c, case.device) is not None]
+    records = []
+    with tqdm(total=len(jobs) * len(passes), disable=not progress, unit="run") as bar:
+        for case, contender in jobs:
+            saved = saved_bytes(contender, case)
+            for pass_ in passes:
+                bar.set_description(f"{case.name} {contender.name} {pass_}")
+                times = time_step(make_step(contender, case, pass_), warmup, repeats)
+                median = statistics.median(times)
+                records.append({
+                    "case": case.label, "shape": list(case.shape),
+                    "dtype": str(case.dtype).removeprefix("torch."), "device": case.device,
+                    "contender": contender.name, "pass": pass_, "times_s": times,
+                    "median_s": median, "elements_per_s": case.numel / median,
+                    "traffic_bytes": traffic_bytes(contender, case, pass_),
+                    "effective_GB_per_s": traffic_bytes(contender, case, pass_) / median / 1e9,
+                    "saved_bytes": saved,
+                })
+                bar.update()
+    return records, skipped
+
+
+def _fused_median(records, case, pass_):
+    for name in FUSED:  # the first fused backend measured is the yardstick
+        for r in records:
+            if (r["case"], r["contender"], r["pass"]) == (case, name, pass_):
+                return r["median_s"]
+    return None
+
+
+def format_tables(records, passes) -> str:
+    """One table per case: rows are contenders, columns the passes' medians and ratios."""
+    lines = []
+    for case in dict.fromkeys(r["case"] for r in records):
+        rows = [r for r in records if r["case"] == case]
+        head = f"{'contender':<19}"
+        for pass_ in passes:
+            head += f" {pass_ + ' ms':>20} {'/ fused':>8} {'GB/s':>7}"
+        head += f" {'saved for bwd':>14}"
+        lines += ["", case, head, "-" * len(head)]
+        for name in dict.fromkeys(r["contender"] for r in rows):
+            line = f"{name:<19}"
+            for pass_ in passes:
+                r = next(r for r in rows if (r["contender"], r["pass"]) == (name, pass_))
+                fused = _fused_median(records, case, pass_)
+                ratio = f"{r['median_s'] / fused:7.2f}x" if fused else f"{'-':>8}"
+                line += f" {r['median_s'] * 1e3:20.3f} {ratio} {r['effective_GB_per_s']:7.1f}"
+            saved = next(r["saved_bytes"] for r in rows if r["contender"] == name)
+            line += f" {_megabytes(saved):>14}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n} B"
+
+
+def environment(device: str) -> dict:
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f
+                               if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass  # not Linux: platform's name stays
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infodrop bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--shapes", nargs="+", metavar="SHAPE",
+                        help=f"names ({', '.join(SHAPES)}; default: all) or dimensions like "
+                             "4x8x3[:bfloat16]")
+    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
+                        default=list(CONTENDERS), help="default: all that run on --device")
+    parser.add_argument("--passes", nargs="+", choices=PASSES, default=list(PASSES))
+    parser.add_argument("--warmup", type=int, help=f"untimed calls first (default {DEFAULT_WARMUP})")
+    parser.add_argument("--repeats", type=int, help=f"timed calls (default {DEFAULT_REPEATS})")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the mlp shape, {QUICK['warmup']} warm-up, {QUICK['repeats']} "
+                             "repeats, unless given")
+    parser.add_argument("--json", metavar="PATH", help="write the raw numbers here")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible")
+    defaults = QUICK if args.quick else {"shapes": list(SHAPES), "warmup": DEFAULT_WARMUP,
+                                         "repeats": DEFAULT_REPEATS}
+    warmup = defaults["warmup"] if args.warmup is None else args.warmup
+    repeats = defaults["repeats"] if args.repeats is None else args.repeats
+    if warmup < 0:
+        parser.error(f"--warmup: must be >= 0, got {warmup}")
+    if repeats < 1:
+        parser.error(f"--repeats: must be >= 1, got {repeats}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    try:
+        cases = [parse_case(text, args.device) for text in args.shapes or defaults["shapes"]]
+    except ValueError as error:
+        parser.error(f"--shapes: {error}")
+    contenders = [CONTENDERS[name] for name in dict.fromkeys(args.contenders)]
+    passes = [p for p in PASSES if p in args.passes]
+
+    env = environment(args.device)
+    print(f"infodrop bench on {args.device} ({env['cpu']}, {env['threads']} threads, torch "
+          f"{env['torch']}): median of {repeats} after {warmup} warm-up; ratio to the fused op; "
+          "GB/s of each contender's least traffic (inputs read once, outputs written once)")
+    records, skipped = run(cases, contenders, passes, warmup, repeats,
+                           progress=not args.no_progress)
+    print(format_tables(records, passes))
+    for why in dict.fromkeys(s["why"] for s in skipped):
+        print(f"skipped: {why}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "warmup": warmup, "repeats": repeats,
+                       "results": records, "skipped": skipped}, f, indent=1)
+    return 0
