@@ -1,0 +1,96 @@
+"""python -m infodrop bench: the JSON it writes, saved-for-backward bytes, bad arguments.
+
+Timings are not checked (they depend on the machine); what is checked is what the benchmark
+reports beside them, on a tiny shape.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import infodrop
+from infodrop import bench
+from infodrop.bench_cases import CONTENDERS, Case, Contender, parse_case, saved_bytes
+
+from ._helpers import requires_compiled
+
+SHAPE = (4, 3, 5)
+NUMEL = 60
+
+
+def test_bench_writes_every_record(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    names = ["fused-cpu", "reference", "dropout", "clone"] if infodrop.backends()["cpu"] else \
+        ["reference", "dropout", "clone"]
+    assert bench.main(["--shapes", "4x3x5", "--contenders", *names, "--warmup", "0",
+                       "--repeats", "2", "--json", str(path), "--no-progress"]) == 0
+    data = json.loads(path.read_text())
+    assert data["environment"]["threads"] == torch.get_num_threads()
+    assert data["repeats"] == 2 and data["warmup"] == 0
+    results = data["results"]
+    assert [(r["contender"], r["pass"]) for r in results] == \
+        [(n, p) for n in names for p in ("forward", "forward+backward")]
+    for r in results:
+        assert r["shape"] == list(SHAPE) and r["dtype"] == "float32" and r["device"] == "cpu"
+        assert len(r["times_s"]) == 2 and r["median_s"] > 0
+        assert r["elements_per_s"] == pytest.approx(NUMEL / r["median_s"])
+        assert r["effective_GB_per_s"] == pytest.approx(r["traffic_bytes"] / r["median_s"] / 1e9)
+    by_name = {(r["contender"], r["pass"]): r for r in results}
+    # least traffic, float32: clone reads x and writes z; its backward hands grad_z through
+    assert by_name["clone", "forward"]["traffic_bytes"] == 2 * 4 * NUMEL
+    assert by_name["clone", "forward+backward"]["traffic_bytes"] == 2 * 4 * NUMEL
+    assert by_name["reference", "forward+backward"]["traffic_bytes"] == 8 * 4 * NUMEL
+    assert by_name["clone", "forward"]["saved_bytes"] == 0
+    out = capsys.readouterr().out
+    table = out[out.index("custom 4x3x5 float32 cpu"):].splitlines()
+    assert [line.split()[0] for line in table[3:]] == names
+
+
+@requires_compiled
+def test_fused_op_saves_its_two_inputs_and_three_scalars():
+    # x and alpha_logit (float32), and the int64 seed, mu and sigma (float32) 0-dim tensors;
+    # never the noise.
+    case = Case("tiny", SHAPE)
+    assert saved_bytes(CONTENDERS["fused-cpu"], case) == 2 * 4 * NUMEL + 8 + 4 + 4
+
+
+def test_saved_bytes_counts_each_storage_once(monkeypatch):
+    """sin saves its input; x * x saves x twice, which is one storage."""
+    from infodrop import bench_cases
+
+    case = Case("tiny", SHAPE, torch.bfloat16)
+    for fn in (torch.sin, lambda x: x * x):
+        monkeypatch.setattr(bench_cases, "_function", lambda contender: fn)
+        assert saved_bytes(Contender("probe", "", False, (2, 2)), case) == 2 * NUMEL
+
+
+def test_parse_case():
+    assert parse_case("allcnn32-a-bf16").shape == (128, 96, 16, 16)
+    assert parse_case("allcnn32-a-bf16").dtype == torch.bfloat16
+    custom = parse_case("2x7:float16", "cuda")
+    assert (custom.shape, custom.dtype, custom.device) == ((2, 7), torch.float16, "cuda")
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--shapes", "4x0"], "--shapes"),
+    (["--shapes", "huge"], "--shapes"),
+    (["--shapes", "4x3:int8"], "--shapes"),
+    (["--repeats", "0"], "--repeats"),
+    (["--warmup", "-1"], "--warmup"),
+    (["--contenders", "numpy"], "--contenders"),
+    (["--threads", "0"], "--threads"),
+])
+def test_bench_rejects_bad_arguments(args, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(args)
+    assert exit_info.value.code == 2 and named in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible")
+def test_bench_on_cuda_without_a_gpu_says_so():
+    run = subprocess.run([sys.executable, "-m", "infodrop", "bench", "--device", "cuda"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "no CUDA device is visible" in run.stderr
