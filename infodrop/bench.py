@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     passes = [p for p in PASSES if p in args.passes]
 
     env = environment(args.device)
-    print(f"infodrop bench on {args.device} ({env['cpu']}, {env['threads']} threads, torch "
+    print(f"infodrop bench on {args.device} ({env['cpu']}, threads: {env['threads']}, torch "
           f"{env['torch']}): median of {repeats} after {warmup} warm-up; ratio to the fused op; "
           "GB/s of each contender's least traffic (inputs read once, outputs written once)")
     records, skipped = run(cases, contenders, passes, warmup, repeats,
