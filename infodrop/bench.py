@@ -36,9 +36,14 @@ def time_step(step, warmup: int, repeats: int):
 
 def run(cases, contenders, passes, warmup, repeats, progress=True):
     """One record per (case, contender, pass) that runs here, and the (case, contender) skipped."""
-    jobs = [(case, c) for case in cases for c in contenders if unavailable(c, case.device) is None]
-    skipped = [{"case": case.label, "contender": c.name, "why": unavailable(c, case.device)}
-               for case in cases for c in contenders if unavailable(c, case.device) is not None]
+    jobs, skipped = [], []
+    for case in cases:
+        for c in contenders:
+            why = unavailable(c, case.device)
+            if why:
+                skipped.append({"case": case.label, "contender": c.name, "why": why})
+            else:
+                jobs.append((case, c))
     records = []
     with tqdm(total=len(jobs) * len(passes), disable=not progress, unit="run") as bar:
         for case, contender in jobs:
@@ -116,8 +121,9 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", nargs="+", metavar="SHAPE",
                         help=f"names ({', '.join(SHAPES)}; default: all) or dimensions like "
                              "4x8x3[:bfloat16]")
-    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
-                        default=list(CONTENDERS), help="default: all that run on --device")
+    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), metavar="NAME",
+                        default=list(CONTENDERS), help="default: all that run on --device; " +
+                        "; ".join(f"{c.name}: {c.help}" for c in CONTENDERS.values()))
     parser.add_argument("--passes", nargs="+", choices=PASSES, default=list(PASSES))
     parser.add_argument("--warmup", type=int, help=f"untimed calls first (default {DEFAULT_WARMUP})")
     parser.add_argument("--repeats", type=int, help=f"timed calls (default {DEFAULT_REPEATS})")

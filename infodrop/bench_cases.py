@@ -157,11 +157,9 @@ def make_inputs(case: Case, requires_grad: bool, seed: int = 0):
     logit = torch.randn(case.shape, generator=g) * 2
     grad_z = torch.randn(case.shape, generator=g)
     grad_kl = torch.randn(case.shape[0], generator=g)
-    x, logit, grad_z = (t.to(case.device, case.dtype).requires_grad_(requires_grad)
-                        for t in (x, logit, grad_z))
-    grad_z.requires_grad_(False)
+    x, logit = (t.to(case.device, case.dtype).requires_grad_(requires_grad) for t in (x, logit))
     kl_dtype = torch.float64 if case.dtype == torch.float64 else torch.float32
-    return x, logit, grad_z, grad_kl.to(case.device, kl_dtype)
+    return x, logit, grad_z.to(case.device, case.dtype), grad_kl.to(case.device, kl_dtype)
 
 
 def make_step(contender: Contender, case: Case, pass_: str):
