@@ -42,7 +42,7 @@ def _capture(model, names, images, what, noisy=False):
 def kl_maps(model, images):
     """{layer name: (B, H, W) KL in nats at each spatial location, summed over channels} for
     every convolutional Information Dropout layer, noise off (the KL does not depend on it)."""
-    layers = [(n, m) for n, m in information_dropout_layers(model)]
+    layers = information_dropout_layers(model)
     inputs = _capture(model, [n for n, _ in layers], images, "inputs")
     maps = {}
     for (name, layer), (x, alpha_logit) in zip(layers, inputs):

@@ -257,6 +257,7 @@ def train(args):
         dataset = TensorDataset(train_set.images, train_set.labels)
         sampler = (DistributedSampler(dataset, seed=args.seed) if env.world > 1 else
                    RandomSampler(dataset, generator=torch.Generator().manual_seed(args.seed)))
+        # drop a ragged last batch (a batch of 1 breaks batch norm) unless it is the only one
         loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
                             drop_last=len(dataset) // env.world > args.batch_size)
         eval_train = DataLoader(dataset, batch_size=500)
