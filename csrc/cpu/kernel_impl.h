@@ -21,34 +21,33 @@ struct FloatLanes {
   using S = float;
   static constexpr int W = kLanes;
 
-  static void noise_block(uint64_t index, const StreamKey& key, VFloat eps[4]) {
-    const uint64_t g0 = index >> 2;
-    const VUint lo = VUint(static_cast<uint32_t>(g0)) + lane_index();
-    const VUint carry = select(lo < VUint(static_cast<uint32_t>(g0)), VUint(1u), VUint(0u));
-    const VUint hi = VUint(static_cast<uint32_t>(g0 >> 32)) + carry;
+  // Always inlined: as an out-of-line call (through the PLT) it re-broadcast its round keys and
+  // constants on every call and handed eps back through memory.
+  INFODROP_HD static void noise_block(uint64_t index, const StreamKey& key, VFloat eps[4]) {
+    const VWide group = wide_iota(index >> 2);
     VFloat by_lane[4];
-    noise_group(lo, hi, key, by_lane);
+    noise_group(group, group >> 32, key, by_lane);
     interleave4(by_lane, eps);
   }
 
-  static Mask lanes_below(int k, int64_t valid) {
+  INFODROP_HD static Mask lanes_below(int k, int64_t valid) {
     return VUint(static_cast<uint32_t>(k * W)) + lane_index() < VUint(static_cast<uint32_t>(valid));
   }
-  static float sum(VFloat v) { return horizontal_sum(v); }
+  INFODROP_HD static float sum(VFloat v) { return horizontal_sum(v); }
 
-  static VFloat load(const float* p) {
+  INFODROP_HD static VFloat load(const float* p) {
     VFloat r;
     std::memcpy(&r.v, p, sizeof r.v);
     return r;
   }
-  static void store(float* p, VFloat v) { std::memcpy(p, &v.v, sizeof v.v); }
+  INFODROP_HD static void store(float* p, VFloat v) { std::memcpy(p, &v.v, sizeof v.v); }
 
-  static VFloat load(const BFloat16* p) {
+  INFODROP_HD static VFloat load(const BFloat16* p) {
     vu16_t h;
     std::memcpy(&h, p, sizeof h);
     return as_float(VUint(__builtin_convertvector(h, vu_t) << 16));
   }
-  static void store(BFloat16* p, VFloat v) {
+  INFODROP_HD static void store(BFloat16* p, VFloat v) {
     const VUint u = as_uint(v);
     const VUint rounded = (u + VUint(0x7fffu) + ((u >> 16) & VUint(1u))) >> 16;  // to even
     const Mask nan = VUint(0x7f800000u) < (u & VUint(0x7fffffffu));
@@ -56,7 +55,7 @@ struct FloatLanes {
     std::memcpy(p, &h, sizeof h);
   }
 
-  static VFloat load(const Half16* p) {
+  INFODROP_HD static VFloat load(const Half16* p) {
 #if defined(INFODROP_TARGET_AVX512)
     return VFloat((vf_t)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
 #elif defined(INFODROP_TARGET_AVX2)
@@ -67,7 +66,7 @@ struct FloatLanes {
     return r;
 #endif
   }
-  static void store(Half16* p, VFloat v) {
+  INFODROP_HD static void store(Half16* p, VFloat v) {
 #if defined(INFODROP_TARGET_AVX512)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                         _mm512_cvtps_ph((__m512)v.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -95,7 +94,7 @@ struct DoubleLanes {
   static bool lanes_below(int k, int64_t valid) { return k < valid; }
   static double sum(double v) { return v; }
   static double load(const double* p) { return *p; }
-  static void store(double* p, double v) { *p = v; }
+  INFODROP_HD static void store(double* p, double v) { *p = v; }
 };
 
 // Without noise (evaluation) eps is never read: skip the generator, the costliest part.

@@ -4,7 +4,10 @@
 // width and the target before including this file, so one source yields 16-, 8- and 4-lane
 // code.  VFloat / VUint supply the operations that csrc/infodrop/lanes.h supplies for scalars,
 // which is all the shared math templates need.  Everything lives in a namespace named after the
-// ISA, so the three copies never meet at link time.
+// ISA, so the three copies never meet at link time.  Every function is forced inline
+// (INFODROP_HD, as in the shared headers): in a large kernel GCC's inliner otherwise runs out of
+// budget and calls even a one-line constructor out of line, through the PLT (seen: the AVX2
+// noise loop, 10x slower).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +35,7 @@ using ::infodrop::as_float;
 using ::infodrop::as_uint;
 using ::infodrop::max_;
 using ::infodrop::min_;
+using ::infodrop::low_words;
 using ::infodrop::mulhilo;
 using ::infodrop::reciprocal;
 using ::infodrop::round_to_int;
@@ -52,70 +56,74 @@ struct Mask {
 struct VFloat {
   vf_t v;
   VFloat() = default;
-  VFloat(float s) : v(s - vf_t{}) {}  // s - 0 == s exactly, so it folds to a broadcast
-  explicit VFloat(vf_t x) : v(x) {}
-  friend VFloat operator+(VFloat a, VFloat b) { return VFloat(a.v + b.v); }
-  friend VFloat operator-(VFloat a, VFloat b) { return VFloat(a.v - b.v); }
-  friend VFloat operator*(VFloat a, VFloat b) { return VFloat(a.v * b.v); }
-  friend VFloat operator/(VFloat a, VFloat b) { return VFloat(a.v / b.v); }
-  friend VFloat operator-(VFloat a) { return VFloat(-a.v); }
-  friend Mask operator<(VFloat a, VFloat b) { return {a.v < b.v}; }
-  friend Mask operator>(VFloat a, VFloat b) { return {a.v > b.v}; }
-  friend Mask operator==(VFloat a, VFloat b) { return {a.v == b.v}; }
+  INFODROP_HD VFloat(float s) : v(s - vf_t{}) {}  // s - 0 == s exactly, so it folds to a broadcast
+  INFODROP_HD explicit VFloat(vf_t x) : v(x) {}
+  friend INFODROP_HD VFloat operator+(VFloat a, VFloat b) { return VFloat(a.v + b.v); }
+  friend INFODROP_HD VFloat operator-(VFloat a, VFloat b) { return VFloat(a.v - b.v); }
+  friend INFODROP_HD VFloat operator*(VFloat a, VFloat b) { return VFloat(a.v * b.v); }
+  friend INFODROP_HD VFloat operator/(VFloat a, VFloat b) { return VFloat(a.v / b.v); }
+  friend INFODROP_HD VFloat operator-(VFloat a) { return VFloat(-a.v); }
+  friend INFODROP_HD Mask operator<(VFloat a, VFloat b) { return {a.v < b.v}; }
+  friend INFODROP_HD Mask operator>(VFloat a, VFloat b) { return {a.v > b.v}; }
+  friend INFODROP_HD Mask operator==(VFloat a, VFloat b) { return {a.v == b.v}; }
 };
 
 struct VUint {
   vu_t v;
   VUint() = default;
-  VUint(uint32_t s) : v(s + vu_t{}) {}
-  explicit VUint(vu_t x) : v(x) {}
-  friend VUint operator+(VUint a, VUint b) { return VUint(a.v + b.v); }
-  friend VUint operator-(VUint a, VUint b) { return VUint(a.v - b.v); }
-  friend VUint operator^(VUint a, VUint b) { return VUint(a.v ^ b.v); }
-  friend VUint operator&(VUint a, VUint b) { return VUint(a.v & b.v); }
-  friend VUint operator|(VUint a, VUint b) { return VUint(a.v | b.v); }
-  friend VUint operator>>(VUint a, int s) { return VUint(a.v >> s); }
-  friend VUint operator<<(VUint a, int s) { return VUint(a.v << s); }
-  friend Mask operator<(VUint a, VUint b) { return {(vi_t)(a.v < b.v)}; }
-  friend Mask operator!=(VUint a, VUint b) { return {(vi_t)(a.v != b.v)}; }
+  INFODROP_HD VUint(uint32_t s) : v(s + vu_t{}) {}
+  INFODROP_HD explicit VUint(vu_t x) : v(x) {}
+  friend INFODROP_HD VUint operator+(VUint a, VUint b) { return VUint(a.v + b.v); }
+  friend INFODROP_HD VUint operator-(VUint a, VUint b) { return VUint(a.v - b.v); }
+  friend INFODROP_HD VUint operator^(VUint a, VUint b) { return VUint(a.v ^ b.v); }
+  friend INFODROP_HD VUint operator&(VUint a, VUint b) { return VUint(a.v & b.v); }
+  friend INFODROP_HD VUint operator|(VUint a, VUint b) { return VUint(a.v | b.v); }
+  friend INFODROP_HD VUint operator>>(VUint a, int s) { return VUint(a.v >> s); }
+  friend INFODROP_HD VUint operator<<(VUint a, int s) { return VUint(a.v << s); }
+  friend INFODROP_HD Mask operator<(VUint a, VUint b) { return {(vi_t)(a.v < b.v)}; }
+  friend INFODROP_HD Mask operator!=(VUint a, VUint b) { return {(vi_t)(a.v != b.v)}; }
 };
 
-inline VUint as_uint(VFloat a) { return VUint((vu_t)a.v); }
-inline VFloat as_float(VUint a) { return VFloat((vf_t)a.v); }
+INFODROP_HD VUint as_uint(VFloat a) { return VUint((vu_t)a.v); }
+INFODROP_HD VFloat as_float(VUint a) { return VFloat((vf_t)a.v); }
 // select by bit operations: GCC 12 scalarises the vector ?: operator when the mask comes
 // through a struct (16 vcomiss + setcc per compare, measured), but not these.
-inline VFloat select(Mask m, VFloat a, VFloat b) {
+INFODROP_HD VFloat select(Mask m, VFloat a, VFloat b) {
   return VFloat((vf_t)(((vi_t)a.v & m.m) | ((vi_t)b.v & ~m.m)));
 }
-inline VUint select(Mask m, VUint a, VUint b) {
+INFODROP_HD VUint select(Mask m, VUint a, VUint b) {
   return VUint((a.v & (vu_t)m.m) | (b.v & ~(vu_t)m.m));
 }
-inline VFloat signed_to_float(VUint a) { return VFloat(__builtin_convertvector((vi_t)a.v, vf_t)); }
+INFODROP_HD VFloat signed_to_float(VUint a) { return VFloat(__builtin_convertvector((vi_t)a.v, vf_t)); }
 // NaN in a propagates, as in lanes.h
-inline VFloat min_(VFloat a, VFloat b) { return select(b < a, b, a); }
-inline VFloat max_(VFloat a, VFloat b) { return select(b > a, b, a); }
+INFODROP_HD VFloat min_(VFloat a, VFloat b) { return select(b < a, b, a); }
+INFODROP_HD VFloat max_(VFloat a, VFloat b) { return select(b > a, b, a); }
 
-inline VUint round_to_int(VFloat a) {
+INFODROP_HD VUint round_to_int(VFloat a) {
   return as_uint(a + VFloat(kRoundMagic)) - as_uint(VFloat(kRoundMagic));
 }
 
-inline VFloat sqrt_(VFloat a) {
+// sqrt of a positive normal a (all that Box-Muller takes, see lanes.h): the hardware reciprocal
+// square root estimate, one Newton step (about 2^-22 relative) and a multiply, which costs
+// less than a vector square root.
+INFODROP_HD VFloat sqrt_(VFloat a) {
 #if defined(INFODROP_TARGET_AVX512)
-  return VFloat((vf_t)_mm512_sqrt_ps((__m512)a.v));
+  const VFloat r((vf_t)_mm512_rsqrt14_ps((__m512)a.v));
 #elif defined(INFODROP_TARGET_AVX2)
-  return VFloat((vf_t)_mm256_sqrt_ps((__m256)a.v));
+  const VFloat r((vf_t)_mm256_rsqrt_ps((__m256)a.v));
 #elif defined(INFODROP_TARGET_SSE2)
-  return VFloat((vf_t)_mm_sqrt_ps((__m128)a.v));
+  const VFloat r((vf_t)_mm_rsqrt_ps((__m128)a.v));
 #else
   VFloat r;
-  for (int j = 0; j < kLanes; ++j) r.v[j] = __builtin_sqrtf(a.v[j]);
-  return r;
+  for (int j = 0; j < kLanes; ++j) r.v[j] = 1.0f / __builtin_sqrtf(a.v[j]);
 #endif
+  const VFloat ar = a * r;
+  return ar * (VFloat(1.5f) - VFloat(0.5f) * ar * r);
 }
 
 // 1 / a for normal a: the hardware estimate refined by one Newton step (about 2^-23 relative),
 // which costs less than a vector division.
-inline VFloat reciprocal(VFloat a) {
+INFODROP_HD VFloat reciprocal(VFloat a) {
 #if defined(INFODROP_TARGET_AVX512)
   const VFloat r((vf_t)_mm512_rcp14_ps((__m512)a.v));
 #elif defined(INFODROP_TARGET_AVX2)
@@ -128,25 +136,74 @@ inline VFloat reciprocal(VFloat a) {
   return r + r * (VFloat(1.0f) - a * r);
 }
 
-// 32 x 32 -> 64-bit products of every lane: even and odd lanes are multiplied as 64-bit lanes
-// (one vpmuludq each on x86) and their halves reassembled.
-inline void mulhilo(VUint a, uint32_t m, VUint& hi, VUint& lo) {
-  const vu64_t low_word = vu64_t{} + 0xFFFFFFFFull;
-  const vu64_t a64 = (vu64_t)a.v;
-  const vu64_t even = (a64 & low_word) * (uint64_t)m;
-  const vu64_t odd = (a64 >> 32) * (uint64_t)m;
-  lo = VUint((vu_t)((even & low_word) | (odd << 32)));
-  hi = VUint((vu_t)((even >> 32) | (odd & ~low_word)));
+// ---- Philox on 64-bit lanes ---------------------------------------------------------------
+// x86's widening multiply (pmuludq) multiplies the low 32-bit halves of 64-bit lanes into the
+// full 64-bit product, so with each 32-bit Philox word in the low half of a 64-bit lane a
+// round's product costs one multiply (hi = product >> 32, lo = the product itself).  On 32-bit
+// lanes the same product needs the even and odd lanes split, multiplied as 64-bit lanes (GCC
+// emits vpmullq: 3 uops on Intel) and reassembled.  The high halves of the lanes carry garbage
+// that nothing reads: the multiply ignores them and low_words() keeps only the low halves.
+constexpr int kWideLanes = kLanes / 2;
+
+struct VWide {  // kLanes 32-bit words, one per 64-bit lane of two vectors
+  vu64_t half[2];
+  VWide() = default;
+  INFODROP_HD VWide(uint32_t s) : half{vu64_t{} + s, vu64_t{} + s} {}
+  INFODROP_HD VWide(vu64_t a, vu64_t b) : half{a, b} {}
+  friend INFODROP_HD VWide operator^(VWide a, VWide b) { return {a.half[0] ^ b.half[0], a.half[1] ^ b.half[1]}; }
+  friend INFODROP_HD VWide operator>>(VWide a, int s) { return {a.half[0] >> s, a.half[1] >> s}; }
+};
+
+// The 64-bit counters first, first + 1, ..., first + kLanes - 1.
+INFODROP_HD VWide wide_iota(uint64_t first) {
+  vu64_t step;
+  for (int j = 0; j < kWideLanes; ++j) step[j] = static_cast<uint64_t>(j);
+  const vu64_t base = vu64_t{} + first + step;
+  return {base, base + static_cast<uint64_t>(kWideLanes)};
 }
 
-inline float horizontal_sum(VFloat a) {
+INFODROP_HD vu64_t mul_low_halves(vu64_t a, uint32_t m) {
+  const vu64_t mv = vu64_t{} + static_cast<uint64_t>(m);
+#if defined(INFODROP_TARGET_AVX512)
+  return (vu64_t)_mm512_mul_epu32((__m512i)a, (__m512i)mv);
+#elif defined(INFODROP_TARGET_AVX2)
+  return (vu64_t)_mm256_mul_epu32((__m256i)a, (__m256i)mv);
+#elif defined(INFODROP_TARGET_SSE2)
+  return (vu64_t)_mm_mul_epu32((__m128i)a, (__m128i)mv);
+#else
+  return (a & 0xFFFFFFFFull) * mv;
+#endif
+}
+
+// The two 32-bit words of each 64-bit lane swapped: moves hi into the low half.  A shuffle
+// rather than a 64-bit shift because on Intel both the shift and the multiply issue on port 0
+// only, the shuffle on port 5.
+INFODROP_HD vu64_t swap_words(vu64_t a) {
+  vi_t swap;
+  for (int j = 0; j < kLanes; ++j) swap[j] = j ^ 1;
+  return (vu64_t)__builtin_shuffle((vu_t)a, swap);
+}
+
+INFODROP_HD void mulhilo(VWide a, uint32_t m, VWide& hi, VWide& lo) {
+  lo = {mul_low_halves(a.half[0], m), mul_low_halves(a.half[1], m)};
+  hi = {swap_words(lo.half[0]), swap_words(lo.half[1])};
+}
+
+// The low 32-bit halves of the kLanes 64-bit lanes, in order, as one vector of 32-bit lanes.
+INFODROP_HD VUint low_words(VWide a) {
+  vi_t even;
+  for (int j = 0; j < kLanes; ++j) even[j] = 2 * j;
+  return VUint(__builtin_shuffle((vu_t)a.half[0], (vu_t)a.half[1], even));
+}
+
+INFODROP_HD float horizontal_sum(VFloat a) {
   float s = 0.0f;
   for (int j = 0; j < kLanes; ++j) s += a.v[j];
   return s;
 }
 
 // Lanes 0, 1, ..., W - 1.
-inline VUint lane_index() {
+INFODROP_HD VUint lane_index() {
   VUint r;
   for (int j = 0; j < kLanes; ++j) r.v[j] = static_cast<uint32_t>(j);
   return r;
@@ -155,12 +212,12 @@ inline VUint lane_index() {
 // Interleave the four Box-Muller outputs of W consecutive Philox groups (e[k] lane j = element
 // 4j + k) into memory order (out[k] lane j = element k W + j).
 template <int Offset>
-inline vi_t zip_mask() {
+INFODROP_HD vi_t zip_mask() {
   vi_t m;
   for (int j = 0; j < kLanes; ++j) m[j] = (j % 2 ? kLanes : 0) + Offset + j / 2;
   return m;
 }
-inline void interleave4(const VFloat e[4], VFloat out[4]) {
+INFODROP_HD void interleave4(const VFloat e[4], VFloat out[4]) {
   const vi_t lo = zip_mask<0>(), hi = zip_mask<kLanes / 2>();
   const vf_t p0 = __builtin_shuffle(e[0].v, e[2].v, lo), p1 = __builtin_shuffle(e[0].v, e[2].v, hi);
   const vf_t q0 = __builtin_shuffle(e[1].v, e[3].v, lo), q1 = __builtin_shuffle(e[1].v, e[3].v, hi);

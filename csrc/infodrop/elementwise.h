@@ -72,13 +72,13 @@ struct StreamKey {
 };
 
 // eps of the four elements 4g .. 4g + 3 of group g = (group_lo, group_hi); U may hold a vector
-// of consecutive groups, one per lane.
+// of consecutive groups, one per lane (only the low 32 bits of group_lo's lanes are read).
 template <class U, class F>
 INFODROP_HD void noise_group(U group_lo, U group_hi, const StreamKey& key, F eps[4]) {
   const Philox4<U> r = philox4x32_10(group_lo, group_hi, U(key.offset_lo), U(key.offset_hi),
                                      key.seed_lo, key.seed_hi);
-  box_muller(r.r0, r.r1, eps[0], eps[1]);
-  box_muller(r.r2, r.r3, eps[2], eps[3]);
+  box_muller(low_words(r.r0), low_words(r.r1), eps[0], eps[1]);
+  box_muller(low_words(r.r2), low_words(r.r3), eps[2], eps[3]);
 }
 
 // eps of one element; a whole group is computed and one lane kept (for ragged edges).

@@ -64,6 +64,12 @@ INFODROP_HD uint32_t round_to_int(float v) { return as_uint(v + kRoundMagic) - a
 // Unlike fminf / fmaxf, a NaN in a propagates (a NaN input must not become a clamp bound).
 INFODROP_HD float min_(float a, float b) { return b < a ? b : a; }
 INFODROP_HD float max_(float a, float b) { return b > a ? b : a; }
+// Philox's output words as 32-bit lanes: the identity here (csrc/cpu/simd.h runs Philox on
+// 64-bit lanes and packs them).
+INFODROP_HD uint32_t low_words(uint32_t w) { return w; }
+
+// sqrt of a positive normal v: only Box-Muller's radius (-2 log u >= 1.19e-7) takes it, which
+// lets the SIMD lanes use a reciprocal-square-root estimate (csrc/cpu/simd.h).
 INFODROP_HD float sqrt_(float v) { return sqrtf(v); }
 // 1 / v of a normal v (SIMD lanes use a refined hardware estimate, see csrc/cpu/simd.h)
 INFODROP_HD float reciprocal(float v) { return 1.0f / v; }
