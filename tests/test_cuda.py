@@ -159,6 +159,24 @@ def test_unaligned_tensors_match_aligned(dtype):
 
 
 @pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_tensors_on_a_gpu_that_is_not_the_current_one(backend):
+    if not infodrop.backends()[backend]:
+        pytest.skip(f"backend {backend!r} is not available")
+    x, logit = make_inputs((3, 1000))
+    want_z, want_kl = infodrop.information_dropout(x, logit, seed=SEED, backend="cpu")
+    with torch.cuda.device(0):
+        xd, ld = x.to("cuda:1").requires_grad_(), logit.to("cuda:1").requires_grad_()
+        z, kl = infodrop.information_dropout(xd, ld, seed=SEED, backend=backend)
+        (z.sum() + kl.sum()).backward()
+        eps = infodrop.noise(x.shape, SEED, device="cuda:1")
+    assert z.device == kl.device == xd.grad.device == eps.device == torch.device("cuda:1")
+    torch.testing.assert_close(z.cpu(), want_z, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(kl.cpu(), want_kl, rtol=2e-4, atol=1e-3)
+
+
+@pytest.mark.cuda
 @gpu
 def test_results_are_deterministic():
     x, logit = _cuda_inputs((16, 50_000))

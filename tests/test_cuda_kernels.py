@@ -118,6 +118,24 @@ def test_matches_cpu_kernel_and_reference(backend_device, dtype, options):
             assert grad_mu is None or torch.all(grad_mu == 0)
 
 
+@pytest.mark.parametrize("prior", reference.PRIORS)
+def test_float64_options_stay_float64(backend_device, prior):
+    """Without noise, the KL and grad_alpha_logit of float64 inputs match the reference to
+    float64 rounding: max_alpha and alpha_min must reach the kernel as float64 (rounded to
+    float32 they move alpha by about 3e-8 relative)."""
+    backend, device = backend_device
+    x, logit = make_inputs((3, 50), torch.float64, prior=prior)
+    options = dict(prior=prior, max_alpha=0.7, alpha_min=1e-3, training=False)
+    results = []
+    for backend_, device_ in ((backend, device), ("reference", "cpu")):
+        ld = logit.to(device_).requires_grad_()
+        _, kl = infodrop.information_dropout(x.to(device_), ld, seed=SEED, backend=backend_, **options)
+        kl.sum().backward()
+        results.append((kl.detach().cpu(), ld.grad.cpu()))
+    for actual, expected in zip(*results):
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("start", [0, 3, (1 << 40) + 1, (1 << 64) - 9])
 def test_noise_stream_matches_cpu(backend_device, start):
     backend, device = backend_device

@@ -68,3 +68,18 @@ def test_naming_triton_where_it_cannot_run_says_what_can():
     x = torch.rand(2, 3)
     with pytest.raises(RuntimeError, match="'triton' is not available here; available: .*reference"):
         infodrop.information_dropout(x, x, backend="triton")
+
+
+@requires_triton
+def test_float_options_reach_the_kernels_exactly():
+    """Compiled Triton passes a Python float argument as fp32, which would round max_alpha and
+    alpha_min for float64 inputs (the interpreter keeps float64, so tests/test_cuda_kernels.py
+    can catch it on a GPU only): the kernels take them as constexpr."""
+    from triton.runtime.jit import mangle_type
+
+    from infodrop.triton import kernels
+
+    assert mangle_type(0.7) == "fp32"  # the hazard; if Triton changes this, revisit the kernels
+    for kernel in (kernels.forward_kernel, kernels.backward_kernel):
+        constexprs = {p.name for p in kernel.params if p.is_constexpr}
+        assert {"MAX_ALPHA", "ALPHA_MIN"} <= constexprs, kernel.fn.__name__

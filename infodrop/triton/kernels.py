@@ -131,17 +131,20 @@ def sample_tile(GROUPS: tl.constexpr, per_sample, blocks_per_sample):
 
 
 # Sizes and offsets are not specialised on their values (Triton would recompile for each value
-# of 1 and each divisibility by 16, and turn 1 into a constant without .to()).
+# of 1 and each divisibility by 16, and turn 1 into a constant without .to()).  MAX_ALPHA and
+# ALPHA_MIN are constexpr: Triton passes a Python float argument as fp32, which would round them
+# for float64 inputs; a constexpr takes the compute dtype exactly (one compile per layer setting).
 @triton.jit(do_not_specialize=["offset_lo", "offset_hi", "per_sample", "blocks_per_sample"])
 def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo, offset_hi,
-                   mu_ptr, sigma_ptr, per_sample, blocks_per_sample, max_alpha, alpha_min,
-                   FLOAT64: tl.constexpr, LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
+                   mu_ptr, sigma_ptr, per_sample, blocks_per_sample, MAX_ALPHA: tl.constexpr,
+                   ALPHA_MIN: tl.constexpr, FLOAT64: tl.constexpr, LOG_NORMAL: tl.constexpr,
+                   MASK_INACTIVE: tl.constexpr,
                    UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr, GROUPS: tl.constexpr):
     pid, sample, groups, index, mask = sample_tile(GROUPS, per_sample, blocks_per_sample)
     x = to_compute(tl.load(x_ptr + index, mask=mask, other=0), FLOAT64)
     logit = to_compute(tl.load(logit_ptr + index, mask=mask, other=0), FLOAT64)
     s, one_minus_s = sigmoid_pair(logit)
-    alpha = alpha_min + max_alpha * s
+    alpha = ALPHA_MIN + MAX_ALPHA * s
     z = x
     if APPLY_NOISE:
         eps = to_compute(noise_tile(groups, seed_ptr, offset_lo, offset_hi), FLOAT64)
@@ -155,7 +158,7 @@ def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo
         d = log_x_minus_mu(x, mu)
         kl = (d * d + alpha * alpha) / (2.0 * sigma * sigma) - tl.log(alpha / sigma) - 0.5
     else:
-        kl = -tl.log(alpha / (alpha_min + max_alpha))
+        kl = -tl.log(alpha / (ALPHA_MIN + MAX_ALPHA))
     if MASK_INACTIVE:
         kl = tl.where(x == 0, 0.0, kl)
     tl.store(z_ptr + index, z.to(z_ptr.dtype.element_ty), mask=mask)
@@ -165,7 +168,8 @@ def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo
 @triton.jit(do_not_specialize=["offset_lo", "offset_hi", "per_sample", "blocks_per_sample"])
 def backward_kernel(grad_z_ptr, grad_kl_ptr, x_ptr, logit_ptr, grad_x_ptr, grad_logit_ptr,
                     prior_partials_ptr, seed_ptr, offset_lo, offset_hi, mu_ptr, sigma_ptr,
-                    per_sample, blocks_per_sample, max_alpha, alpha_min, FLOAT64: tl.constexpr,
+                    per_sample, blocks_per_sample, MAX_ALPHA: tl.constexpr,
+                    ALPHA_MIN: tl.constexpr, FLOAT64: tl.constexpr,
                     LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
                     UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr, GROUPS: tl.constexpr):
     pid, sample, groups, index, mask = sample_tile(GROUPS, per_sample, blocks_per_sample)
@@ -174,7 +178,7 @@ def backward_kernel(grad_z_ptr, grad_kl_ptr, x_ptr, logit_ptr, grad_x_ptr, grad_
     logit = to_compute(tl.load(logit_ptr + index, mask=mask, other=0), FLOAT64)
     grad_kl = to_compute(tl.load(grad_kl_ptr + sample), FLOAT64)
     s, one_minus_s = sigmoid_pair(logit)
-    alpha = alpha_min + max_alpha * s
+    alpha = ALPHA_MIN + MAX_ALPHA * s
     grad_x = grad_z
     grad_alpha = tl.zeros_like(x)
     if APPLY_NOISE:
@@ -211,7 +215,7 @@ def backward_kernel(grad_z_ptr, grad_kl_ptr, x_ptr, logit_ptr, grad_x_ptr, grad_
     if MASK_INACTIVE:
         dkl_dalpha = tl.where(inactive, 0.0, dkl_dalpha)
     grad_alpha = grad_alpha + grad_kl * dkl_dalpha
-    grad_logit = grad_alpha * max_alpha * s * one_minus_s
+    grad_logit = grad_alpha * MAX_ALPHA * s * one_minus_s
     tl.store(grad_x_ptr + index, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
     tl.store(grad_logit_ptr + index, grad_logit.to(grad_logit_ptr.dtype.element_ty), mask=mask)
 

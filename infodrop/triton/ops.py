@@ -3,6 +3,8 @@ torch.compile traces into the kernels, with autograd through the fused backward 
 shared with the compiled ops, infodrop/_ops.py).  The ops take the arguments of
 torch.ops.infodrop.information_dropout (same schema, namespace infodrop_triton)."""
 
+import contextlib
+
 import torch
 import triton
 from torch.library import triton_op, wrap_triton
@@ -41,13 +43,20 @@ def _layout(x):
     return samples, per_sample, triton.cdiv(per_sample // 4 + 2, GROUPS)
 
 
+def _on_device_of(t):
+    """Triton launches on the current CUDA device and its stream: make that t's device (a
+    tensor on another GPU would otherwise be read by a kernel on the wrong one).  The CPU
+    tensors of the interpreter need nothing."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
 def _like(x, contiguous):
     """The result in x's memory format (as empty_like(x), like the compiled backends)."""
     return contiguous if x.is_contiguous() else torch.empty_like(x).copy_(contiguous)
 
 
-def _kernel_options(x, prior, mask_inactive, unit_mean, apply_noise):
-    return dict(FLOAT64=x.dtype == torch.float64,
+def _kernel_options(x, prior, max_alpha, alpha_min, mask_inactive, unit_mean, apply_noise):
+    return dict(MAX_ALPHA=max_alpha, ALPHA_MIN=alpha_min, FLOAT64=x.dtype == torch.float64,
                 LOG_NORMAL=prior == "log_normal", MASK_INACTIVE=mask_inactive,
                 UNIT_MEAN=unit_mean, APPLY_NOISE=apply_noise, GROUPS=GROUPS)
 
@@ -72,9 +81,11 @@ def information_dropout(x: torch.Tensor, alpha_logit: torch.Tensor, seed: torch.
     partials = torch.zeros((samples, blocks), dtype=_ops.kl_dtype(x.dtype), device=x.device)
     if x.numel():
         seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
-        wrap_triton(kernels.forward_kernel)[(samples * blocks,)](
-            xc, lc, z, partials, seed_d, *_u32_halves(offset), mu_d, sigma_d, per_sample, blocks,
-            max_alpha, alpha_min, **_kernel_options(x, prior, mask_inactive, unit_mean, apply_noise))
+        with _on_device_of(x):
+            wrap_triton(kernels.forward_kernel)[(samples * blocks,)](
+                xc, lc, z, partials, seed_d, *_u32_halves(offset), mu_d, sigma_d, per_sample,
+                blocks, **_kernel_options(x, prior, max_alpha, alpha_min, mask_inactive,
+                                          unit_mean, apply_noise))
     return _like(x, z), partials.sum(1)
 
 
@@ -96,10 +107,12 @@ def information_dropout_backward(
     prior_partials = torch.zeros((samples * blocks, 2), dtype=compute, device=x.device)
     if x.numel():
         seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
-        wrap_triton(kernels.backward_kernel)[(samples * blocks,)](
-            gzc, gklc, xc, lc, grad_x, grad_logit, prior_partials, seed_d, *_u32_halves(offset),
-            mu_d, sigma_d, per_sample, blocks, max_alpha, alpha_min,
-            **_kernel_options(x, prior, mask_inactive, unit_mean, apply_noise))
+        with _on_device_of(x):
+            wrap_triton(kernels.backward_kernel)[(samples * blocks,)](
+                gzc, gklc, xc, lc, grad_x, grad_logit, prior_partials, seed_d,
+                *_u32_halves(offset), mu_d, sigma_d, per_sample, blocks,
+                **_kernel_options(x, prior, max_alpha, alpha_min, mask_inactive, unit_mean,
+                                  apply_noise))
     prior_grads = prior_partials.sum(0)
     return (_like(x, grad_x), _like(alpha_logit, grad_logit),
             prior_grads[0].to(mu.dtype).reshape(mu.shape).clone(),
@@ -119,6 +132,8 @@ def noise(numel: int, seed: torch.Tensor, offset: int, start: int) -> torch.Tens
         start_bits = start & ((1 << 64) - 1)
         first_group, head = start_bits >> 2, start_bits & 3
         programs = triton.cdiv(head + numel, 4 * GROUPS)
-        wrap_triton(kernels.noise_kernel)[(programs,)](
-            out, numel, first_group, head, seed.reshape(()), *_u32_halves(offset), GROUPS=GROUPS)
+        with _on_device_of(seed):
+            wrap_triton(kernels.noise_kernel)[(programs,)](
+                out, numel, first_group, head, seed.reshape(()), *_u32_halves(offset),
+                GROUPS=GROUPS)
     return out
