@@ -94,7 +94,7 @@ struct DoubleLanes {
   static bool lanes_below(int k, int64_t valid) { return k < valid; }
   static double sum(double v) { return v; }
   static double load(const double* p) { return *p; }
-  INFODROP_HD static void store(double* p, double v) { *p = v; }
+  static void store(double* p, double v) { *p = v; }
 };
 
 // Without noise (evaluation) eps is never read: skip the generator, the costliest part.

@@ -139,7 +139,8 @@ INFODROP_HD VFloat reciprocal(VFloat a) {
 // ---- Philox on 64-bit lanes ---------------------------------------------------------------
 // x86's widening multiply (pmuludq) multiplies the low 32-bit halves of 64-bit lanes into the
 // full 64-bit product, so with each 32-bit Philox word in the low half of a 64-bit lane a
-// round's product costs one multiply (hi = product >> 32, lo = the product itself).  On 32-bit
+// round's product costs one multiply (lo = the product itself, hi = its high half moved down,
+// see swap_words).  On 32-bit
 // lanes the same product needs the even and odd lanes split, multiplied as 64-bit lanes (GCC
 // emits vpmullq: 3 uops on Intel) and reassembled.  The high halves of the lanes carry garbage
 // that nothing reads: the multiply ignores them and low_words() keeps only the low halves.
