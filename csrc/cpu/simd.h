@@ -140,10 +140,10 @@ INFODROP_HD VFloat reciprocal(VFloat a) {
 // x86's widening multiply (pmuludq) multiplies the low 32-bit halves of 64-bit lanes into the
 // full 64-bit product, so with each 32-bit Philox word in the low half of a 64-bit lane a
 // round's product costs one multiply (lo = the product itself, hi = its high half moved down,
-// see swap_words).  On 32-bit
-// lanes the same product needs the even and odd lanes split, multiplied as 64-bit lanes (GCC
-// emits vpmullq: 3 uops on Intel) and reassembled.  The high halves of the lanes carry garbage
-// that nothing reads: the multiply ignores them and low_words() keeps only the low halves.
+// see swap_words).  On 32-bit lanes the same product needs the even and odd lanes split,
+// multiplied as 64-bit lanes (GCC emits vpmullq: 3 uops on Intel) and reassembled.  The high
+// halves of the lanes carry garbage that nothing reads: the multiply ignores them and
+// low_words() keeps only the low halves.
 constexpr int kWideLanes = kLanes / 2;
 
 struct VWide {  // kLanes 32-bit words, one per 64-bit lane of two vectors
@@ -151,7 +151,9 @@ struct VWide {  // kLanes 32-bit words, one per 64-bit lane of two vectors
   VWide() = default;
   INFODROP_HD VWide(uint32_t s) : half{vu64_t{} + s, vu64_t{} + s} {}
   INFODROP_HD VWide(vu64_t a, vu64_t b) : half{a, b} {}
-  friend INFODROP_HD VWide operator^(VWide a, VWide b) { return {a.half[0] ^ b.half[0], a.half[1] ^ b.half[1]}; }
+  friend INFODROP_HD VWide operator^(VWide a, VWide b) {
+    return {a.half[0] ^ b.half[0], a.half[1] ^ b.half[1]};
+  }
   friend INFODROP_HD VWide operator>>(VWide a, int s) { return {a.half[0] >> s, a.half[1] >> s}; }
 };
 
