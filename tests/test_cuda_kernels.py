@@ -129,7 +129,8 @@ def test_float64_options_stay_float64(backend_device, prior):
     results = []
     for backend_, device_ in ((backend, device), ("reference", "cpu")):
         ld = logit.to(device_).requires_grad_()
-        _, kl = infodrop.information_dropout(x.to(device_), ld, seed=SEED, backend=backend_, **options)
+        _, kl = infodrop.information_dropout(x.to(device_), ld, seed=SEED, backend=backend_,
+                                             **options)
         kl.sum().backward()
         results.append((kl.detach().cpu(), ld.grad.cpu()))
     for actual, expected in zip(*results):

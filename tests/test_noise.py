@@ -16,7 +16,8 @@ from ._helpers import requires_compiled
 # SPEC section 3's known answers live in ../shared/testdata/, which a clean clone elsewhere
 # lacks: the tests read this copy, and check it against the original wherever that exists.
 KAT_FILE = pathlib.Path(__file__).resolve().parent / "data" / "noise_kat.json"
-SHARED_KAT_FILE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "testdata" / "noise_kat.json"
+SHARED_KAT_FILE = (pathlib.Path(__file__).resolve().parents[2] / "shared" / "testdata"
+                   / "noise_kat.json")
 
 
 def _philox(counter, key):

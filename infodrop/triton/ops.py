@@ -43,11 +43,13 @@ def _layout(x):
     return samples, per_sample, triton.cdiv(per_sample // 4 + 2, GROUPS)
 
 
-def _on_device_of(t):
-    """Triton launches on the current CUDA device and its stream: make that t's device (a
-    tensor on another GPU would otherwise be read by a kernel on the wrong one).  The CPU
-    tensors of the interpreter need nothing."""
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+def _launch(kernel, grid, device, *args, **constexprs):
+    """Runs a kernel through wrap_triton on ``device``.  Triton launches on the current CUDA
+    device and its stream, so a tensor on another GPU would be read by a kernel on the wrong
+    one; the CPU tensors of the interpreter need no guard."""
+    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with guard:
+        wrap_triton(kernel)[grid](*args, **constexprs)
 
 
 def _like(x, contiguous):
@@ -81,8 +83,7 @@ def information_dropout(x: torch.Tensor, alpha_logit: torch.Tensor, seed: torch.
     partials = torch.zeros((samples, blocks), dtype=_ops.kl_dtype(x.dtype), device=x.device)
     if x.numel():
         seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
-        with _on_device_of(x):
-            wrap_triton(kernels.forward_kernel)[(samples * blocks,)](
+        _launch(kernels.forward_kernel, (samples * blocks,), x.device,
                 xc, lc, z, partials, seed_d, *_u32_halves(offset), mu_d, sigma_d, per_sample,
                 blocks, **_kernel_options(x, prior, max_alpha, alpha_min, mask_inactive,
                                           unit_mean, apply_noise))
@@ -107,8 +108,7 @@ def information_dropout_backward(
     prior_partials = torch.zeros((samples * blocks, 2), dtype=compute, device=x.device)
     if x.numel():
         seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
-        with _on_device_of(x):
-            wrap_triton(kernels.backward_kernel)[(samples * blocks,)](
+        _launch(kernels.backward_kernel, (samples * blocks,), x.device,
                 gzc, gklc, xc, lc, grad_x, grad_logit, prior_partials, seed_d,
                 *_u32_halves(offset), mu_d, sigma_d, per_sample, blocks,
                 **_kernel_options(x, prior, max_alpha, alpha_min, mask_inactive, unit_mean,
@@ -132,8 +132,6 @@ def noise(numel: int, seed: torch.Tensor, offset: int, start: int) -> torch.Tens
         start_bits = start & ((1 << 64) - 1)
         first_group, head = start_bits >> 2, start_bits & 3
         programs = triton.cdiv(head + numel, 4 * GROUPS)
-        with _on_device_of(seed):
-            wrap_triton(kernels.noise_kernel)[(programs,)](
-                out, numel, first_group, head, seed.reshape(()), *_u32_halves(offset),
-                GROUPS=GROUPS)
+        _launch(kernels.noise_kernel, (programs,), seed.device, out, numel, first_group, head,
+                seed.reshape(()), *_u32_halves(offset), GROUPS=GROUPS)
     return out
