@@ -1,6 +1,6 @@
 // The infodrop operator library: schemas only.  Each backend registers its kernels for its
-// dispatch key (cpu/ops_cpu.cpp, cuda/ops_cuda.cu); Python adds the fake kernels and autograd
-// (infodrop/_ops.py).
+// dispatch key (cpu/ops_cpu.cpp, cuda/ops_cuda.cpp); Python adds the fake kernels and autograd
+// (infodrop/_ops.py).  csrc/README.md maps the layers below.
 //
 // The seed is a 0-dim int64 tensor holding the 64-bit seed's bits, so that it can be drawn from
 // a torch generator on the inputs' device without a host synchronisation and be traced by

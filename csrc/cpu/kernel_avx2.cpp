@@ -4,10 +4,10 @@
 #define INFODROP_TARGET_AVX2 1
 #define INFODROP_SIMD_BYTES 32
 #define INFODROP_ISA avx2
-#include "kernel_impl.h"
+#include "cpu/kernel_impl.h"
 
 infodrop::cpu::Segments infodrop::cpu::avx2_segments() { return avx2::segments("avx2"); }
 #else
-#include "segments.h"
+#include "cpu/segments.h"
 infodrop::cpu::Segments infodrop::cpu::avx2_segments() { return baseline_segments(); }
 #endif

@@ -11,10 +11,10 @@
 #endif
 #define INFODROP_SIMD_BYTES 64
 #define INFODROP_ISA avx512
-#include "kernel_impl.h"
+#include "cpu/kernel_impl.h"
 
 infodrop::cpu::Segments infodrop::cpu::avx512_segments() { return avx512::segments("avx512"); }
 #else
-#include "segments.h"
+#include "cpu/segments.h"
 infodrop::cpu::Segments infodrop::cpu::avx512_segments() { return baseline_segments(); }
 #endif

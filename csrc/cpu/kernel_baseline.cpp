@@ -5,6 +5,6 @@
 #endif
 #define INFODROP_SIMD_BYTES 16
 #define INFODROP_ISA baseline
-#include "kernel_impl.h"
+#include "cpu/kernel_impl.h"
 
 infodrop::cpu::Segments infodrop::cpu::baseline_segments() { return baseline::segments("baseline"); }

@@ -9,8 +9,8 @@
 
 #include <type_traits>
 
-#include "segments.h"
-#include "simd.h"
+#include "cpu/segments.h"
+#include "cpu/simd.h"
 
 namespace infodrop {
 namespace INFODROP_ISA {

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "../infodrop/op_checks.h"
-#include "segments.h"
+#include "glue/op_glue.h"
+#include "cpu/segments.h"
 
 namespace infodrop {
 namespace cpu {
@@ -129,9 +129,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logi
                                       alpha_min, mask_inactive, unit_mean, apply_noise);
   for (const auto& [t, name] : {std::pair{&x, "x"}, {&seed, "seed"}, {&mu, "mu"}, {&sigma, "sigma"}})
     check_cpu(*t, name);
-  const Tensor xc = x.contiguous(), lc = alpha_logit.contiguous();
-  Tensor z = at::empty_like(x);
-  Tensor zc = z.is_contiguous() ? z : at::empty_like(xc);
+  ForwardIO io = forward_io(x, alpha_logit);
   Tensor kl = at::empty({x.size(0)}, x.options().dtype(kl_dtype(x.scalar_type())));
   const Work work = plan(x);
   const StreamKey key(static_cast<uint64_t>(seed.item<int64_t>()), static_cast<uint64_t>(offset));
@@ -141,9 +139,9 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logi
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const auto segment = segments().of<T>().forward;
     const Params<S> p = make_params<S>(o, mu, sigma);
-    const T* xp = reinterpret_cast<const T*>(xc.data_ptr<scalar_t>());
-    const T* lp = reinterpret_cast<const T*>(lc.data_ptr<scalar_t>());
-    T* zp = reinterpret_cast<T*>(zc.data_ptr<scalar_t>());
+    const T* xp = reinterpret_cast<const T*>(io.x.data_ptr<scalar_t>());
+    const T* lp = reinterpret_cast<const T*>(io.logit.data_ptr<scalar_t>());
+    T* zp = reinterpret_cast<T*>(io.z.work.data_ptr<scalar_t>());
     std::vector<S> partial(work.tasks());
     for_each_task(work, [&](int64_t t, int64_t, int64_t start, int64_t n) {
       segment(xp + start, lp + start, zp + start, n, static_cast<uint64_t>(start), key, p, &partial[t]);
@@ -155,8 +153,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logi
       klp[b] = total;
     }
   });
-  if (!z.is_same(zc)) z.copy_(zc);
-  return {z, kl};
+  return {io.z.finish(), kl};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
@@ -170,12 +167,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
   for (const auto& [t, name] : {std::pair{&x, "x"}, {&seed, "seed"}, {&mu, "mu"}, {&sigma, "sigma"},
                                 {&grad_z, "grad_z"}, {&grad_kl, "grad_kl"}})
     check_cpu(*t, name);
-  const Tensor xc = x.contiguous(), lc = alpha_logit.contiguous();
-  const Tensor gzc = grad_z.to(x.scalar_type()).contiguous();
-  const Tensor gklc = grad_kl.to(kl_dtype(x.scalar_type())).contiguous();
-  Tensor grad_x = at::empty_like(x), grad_logit = at::empty_like(alpha_logit);
-  Tensor gxc = grad_x.is_contiguous() ? grad_x : at::empty_like(xc);
-  Tensor glc = grad_logit.is_contiguous() ? grad_logit : at::empty_like(lc);
+  BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit);
   const Work work = plan(x);
   const StreamKey key(static_cast<uint64_t>(seed.item<int64_t>()), static_cast<uint64_t>(offset));
   double grad_mu = 0, grad_sigma = 0;
@@ -185,12 +177,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const auto segment = segments().of<T>().backward;
     const Params<S> p = make_params<S>(o, mu, sigma);
-    const T* gzp = reinterpret_cast<const T*>(gzc.data_ptr<scalar_t>());
-    const T* xp = reinterpret_cast<const T*>(xc.data_ptr<scalar_t>());
-    const T* lp = reinterpret_cast<const T*>(lc.data_ptr<scalar_t>());
-    T* gxp = reinterpret_cast<T*>(gxc.data_ptr<scalar_t>());
-    T* glp = reinterpret_cast<T*>(glc.data_ptr<scalar_t>());
-    const S* gklp = gklc.data_ptr<S>();
+    const T* gzp = reinterpret_cast<const T*>(io.grad_z.data_ptr<scalar_t>());
+    const T* xp = reinterpret_cast<const T*>(io.x.data_ptr<scalar_t>());
+    const T* lp = reinterpret_cast<const T*>(io.logit.data_ptr<scalar_t>());
+    T* gxp = reinterpret_cast<T*>(io.grad_x.work.data_ptr<scalar_t>());
+    T* glp = reinterpret_cast<T*>(io.grad_logit.work.data_ptr<scalar_t>());
+    const S* gklp = io.grad_kl.data_ptr<S>();
     std::vector<S> dmu(work.tasks()), dsigma(work.tasks());
     for_each_task(work, [&](int64_t t, int64_t sample, int64_t start, int64_t n) {
       segment(gzp + start, gklp[sample], xp + start, lp + start, gxp + start, glp + start, n,
@@ -203,9 +195,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
       grad_sigma += weight * dsigma[t];
     }
   });
-  if (!grad_x.is_same(gxc)) grad_x.copy_(gxc);
-  if (!grad_logit.is_same(glc)) grad_logit.copy_(glc);
-  return {grad_x, grad_logit, at::full_like(mu, grad_mu), at::full_like(sigma, grad_sigma)};
+  return {io.grad_x.finish(), io.grad_logit.finish(), at::full_like(mu, grad_mu),
+          at::full_like(sigma, grad_sigma)};
 }
 
 void noise_cpu(const Tensor& out, const Tensor& seed, int64_t offset, int64_t start) {

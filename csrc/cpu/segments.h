@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "../infodrop/elementwise.h"
-#include "storage.h"
+#include "infodrop/elementwise.h"
+#include "cpu/storage.h"
 
 namespace infodrop {
 namespace cpu {

@@ -17,7 +17,7 @@
 #include <immintrin.h>
 #endif
 
-#include "../infodrop/elementwise.h"
+#include "infodrop/elementwise.h"
 
 #ifndef INFODROP_SIMD_BYTES
 #error "define INFODROP_SIMD_BYTES (and the ISA namespace) before including simd.h"

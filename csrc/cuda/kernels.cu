@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <cub/block/block_reduce.cuh>
 
-#include "kernels.h"
+#include "cuda/kernels.h"
 
 namespace infodrop {
 namespace cuda {

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "../infodrop/elementwise.h"
+#include "infodrop/elementwise.h"
 
 namespace infodrop {
 namespace cuda {

@@ -13,8 +13,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "../infodrop/op_checks.h"
-#include "kernels.h"
+#include "glue/op_glue.h"
+#include "cuda/kernels.h"
 
 // An empty Python module: importing infodrop._C_cuda loads the library, whose static
 // initialisers register the CUDA kernels.
@@ -81,11 +81,9 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_log
   check_on_device_of(sigma, x, "sigma");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::ScalarType acc = kl_dtype(x.scalar_type());
-  const Tensor xc = x.contiguous(), lc = alpha_logit.contiguous();
-  Tensor z = at::empty_like(x);
-  Tensor zc = z.is_contiguous() ? z : at::empty_like(xc);
+  ForwardIO io = forward_io(x, alpha_logit);
   const Shape shape = shape_of(x);
-  if (x.numel() == 0) return {z, at::zeros({shape.samples}, x.options().dtype(acc))};
+  if (x.numel() == 0) return {io.z.result, at::zeros({shape.samples}, x.options().dtype(acc))};
   const int blocks = blocks_per_sample(shape, static_cast<int>(x.element_size()));
   Tensor partials = at::empty({shape.samples, blocks}, x.options().dtype(acc));
   const Tensor mu_c = mu.to(acc).contiguous(), sigma_c = sigma.to(acc).contiguous();
@@ -95,13 +93,13 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_log
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "infodrop_forward_cuda", [&] {
     using S = Compute<scalar_t>;
     launch_forward<scalar_t, S>(
-        xc.const_data_ptr<scalar_t>(), lc.const_data_ptr<scalar_t>(), zc.data_ptr<scalar_t>(),
-        partials.data_ptr<S>(), shape, blocks, aligned_to(step_bytes(x), {&xc, &lc, &zc}),
+        io.x.const_data_ptr<scalar_t>(), io.logit.const_data_ptr<scalar_t>(),
+        io.z.work.data_ptr<scalar_t>(), partials.data_ptr<S>(), shape, blocks,
+        aligned_to(step_bytes(x), {&io.x, &io.logit, &io.z.work}),
         seed_arg, static_cast<uint64_t>(offset), make_params<S>(o), mu_c.const_data_ptr<S>(),
         sigma_c.const_data_ptr<S>(), stream);
   });
-  if (!z.is_same(zc)) z.copy_(zc);
-  return {z, partials.sum(1)};
+  return {io.z.finish(), partials.sum(1)};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
@@ -118,14 +116,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
     check_on_device_of(*t, x, name);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::ScalarType acc = kl_dtype(x.scalar_type());
-  const Tensor xc = x.contiguous(), lc = alpha_logit.contiguous();
-  const Tensor gzc = grad_z.to(x.scalar_type()).contiguous();
-  const Tensor gklc = grad_kl.to(acc).contiguous();
-  Tensor grad_x = at::empty_like(x), grad_logit = at::empty_like(alpha_logit);
-  Tensor gxc = grad_x.is_contiguous() ? grad_x : at::empty_like(xc);
-  Tensor glc = grad_logit.is_contiguous() ? grad_logit : at::empty_like(lc);
+  BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit);
   const Shape shape = shape_of(x);
-  if (x.numel() == 0) return {grad_x, grad_logit, at::zeros_like(mu), at::zeros_like(sigma)};
+  if (x.numel() == 0)
+    return {io.grad_x.result, io.grad_logit.result, at::zeros_like(mu), at::zeros_like(sigma)};
   // Only the log-normal prior depends on mu and sigma.
   const bool prior_grads = o.prior == Prior::LogNormal;
   const int blocks = blocks_per_sample(shape, static_cast<int>(x.element_size()));
@@ -138,15 +132,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "infodrop_backward_cuda", [&] {
     using S = Compute<scalar_t>;
     launch_backward<scalar_t, S>(
-        gzc.const_data_ptr<scalar_t>(), gklc.const_data_ptr<S>(), xc.const_data_ptr<scalar_t>(),
-        lc.const_data_ptr<scalar_t>(), gxc.data_ptr<scalar_t>(), glc.data_ptr<scalar_t>(),
+        io.grad_z.const_data_ptr<scalar_t>(), io.grad_kl.const_data_ptr<S>(),
+        io.x.const_data_ptr<scalar_t>(), io.logit.const_data_ptr<scalar_t>(),
+        io.grad_x.work.data_ptr<scalar_t>(), io.grad_logit.work.data_ptr<scalar_t>(),
         prior_grads ? prior_partials.data_ptr<S>() : nullptr, shape, blocks,
-        aligned_to(step_bytes(x), {&gzc, &xc, &lc, &gxc, &glc}), seed_arg,
+        aligned_to(step_bytes(x),
+                   {&io.grad_z, &io.x, &io.logit, &io.grad_x.work, &io.grad_logit.work}),
+        seed_arg,
         static_cast<uint64_t>(offset), make_params<S>(o), mu_c.const_data_ptr<S>(),
         sigma_c.const_data_ptr<S>(), stream);
   });
-  if (!grad_x.is_same(gxc)) grad_x.copy_(gxc);
-  if (!grad_logit.is_same(glc)) grad_logit.copy_(glc);
+  const Tensor grad_x = io.grad_x.finish(), grad_logit = io.grad_logit.finish();
   if (!prior_grads) return {grad_x, grad_logit, at::zeros_like(mu), at::zeros_like(sigma)};
   // Each sum is a new tensor: the two outputs do not alias each other.
   const Tensor grad_mu = prior_partials.select(2, 0).sum().to(mu.scalar_type()).reshape(mu.sizes());

@@ -1,12 +1,12 @@
-// The per-element math of Information Dropout (SPEC.md sections 1 and 3), written once.
+// The per-element math of Information Dropout (docs/spec.md sections 1 and 3), written once.
 //
 // Every backend calls these functions: the CUDA kernel with E = float (or double) per thread,
 // the CPU kernel with E = a SIMD vector of floats (or scalar double).  Backends differ only in
 // how they walk memory and reduce the per-sample KL.
 #pragma once
 
-#include "fastmath.h"
-#include "philox.h"
+#include "infodrop/fastmath.h"
+#include "infodrop/philox.h"
 
 namespace infodrop {
 

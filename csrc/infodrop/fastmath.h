@@ -1,6 +1,6 @@
 // Fast float32 log, exp, sigmoid and sin/cos of 2*pi*u, written once for every lane type.
 //
-// SPEC.md section 5 allows approximations whose error stays below 2^-20 (relative; absolute
+// docs/spec.md section 5 allows approximations whose error stays below 2^-20 (relative; absolute
 // for sin and cos).  These are minimax polynomials after an exact range reduction (the
 // coefficients are Cephes' single-precision ones); tests/test_fastmath.py checks the bound
 // against float64 on a dense sweep.  They use only + - * /, comparisons, select and bit casts,
@@ -10,7 +10,7 @@
 
 #include <utility>
 
-#include "lanes.h"
+#include "infodrop/lanes.h"
 
 namespace infodrop {
 

@@ -1,9 +1,9 @@
 // Philox4x32-10 (Salmon et al., SC'11), the counter-based generator behind the noise stream of
-// SPEC.md section 3.  Templated on the 32-bit lane type U so that one source serves a CUDA
+// docs/spec.md section 3.  Templated on the 32-bit lane type U so that one source serves a CUDA
 // thread (uint32_t) and a CPU vector of counters (csrc/cpu/simd.h).
 #pragma once
 
-#include "lanes.h"
+#include "infodrop/lanes.h"
 
 namespace infodrop {
 

@@ -1,14 +1,16 @@
-// Argument checks shared by every device's implementation of the infodrop ops, so that a
-// direct torch.ops.infodrop call gets the same clear errors as the Python API.
+// The PyTorch-facing glue shared by every device's implementation of the infodrop ops: the
+// argument checks (so that a direct torch.ops.infodrop call gets the same clear errors as the
+// Python API) and the contiguous working copies the kernels read and write.  The kernels
+// themselves see raw pointers in logical (row-major) order only.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
 #include <cmath>
 
-#include "elementwise.h"
+#include "infodrop/elementwise.h"
 
 namespace infodrop {
 
@@ -18,7 +20,7 @@ struct OpOptions {
   bool mask_inactive, unit_mean, apply_noise;
 };
 
-// float32 sums for half, bfloat16 and float inputs; float64 for float64 (SPEC section 1).
+// float32 sums for half, bfloat16 and float inputs; float64 for float64 (docs/spec.md section 1).
 inline at::ScalarType kl_dtype(at::ScalarType x) {
   return x == at::kDouble ? at::kDouble : at::kFloat;
 }
@@ -63,6 +65,47 @@ inline void check_grads(const at::Tensor& grad_z, const at::Tensor& grad_kl, con
   TORCH_CHECK(grad_z.sizes() == x.sizes(), "infodrop: grad_z must have the shape of x");
   TORCH_CHECK(grad_kl.dim() == 1 && grad_kl.size(0) == x.size(0),
               "infodrop: grad_kl must have shape (", x.size(0), ",)");
+}
+
+// An output laid out like `like` (as empty_like: channels_last stays channels_last) and the
+// contiguous buffer the kernels write: the output itself where it is contiguous, else a scratch
+// that finish() copies back.
+struct ContiguousOutput {
+  at::Tensor result, work;
+  explicit ContiguousOutput(const at::Tensor& like)
+      : result(at::empty_like(like)),
+        work(result.is_contiguous() ? result : at::empty_like(like, at::MemoryFormat::Contiguous)) {}
+  at::Tensor finish() {
+    if (!result.is_same(work)) result.copy_(work);
+    return result;
+  }
+};
+
+// What a forward kernel reads and writes: the inputs in logical order, and z.
+struct ForwardIO {
+  at::Tensor x, logit;
+  ContiguousOutput z;
+};
+
+inline ForwardIO forward_io(const at::Tensor& x, const at::Tensor& alpha_logit) {
+  return {x.contiguous(), alpha_logit.contiguous(), ContiguousOutput(x)};
+}
+
+// What a backward kernel reads and writes; grad_z in x's dtype and grad_kl in the KL's dtype
+// (autograd may hand over other dtypes, or an expanded grad_z).
+struct BackwardIO {
+  at::Tensor grad_z, grad_kl, x, logit;
+  ContiguousOutput grad_x, grad_logit;
+};
+
+inline BackwardIO backward_io(const at::Tensor& grad_z, const at::Tensor& grad_kl,
+                              const at::Tensor& x, const at::Tensor& alpha_logit) {
+  return {grad_z.to(x.scalar_type()).contiguous(),
+          grad_kl.to(kl_dtype(x.scalar_type())).contiguous(),
+          x.contiguous(),
+          alpha_logit.contiguous(),
+          ContiguousOutput(x),
+          ContiguousOutput(alpha_logit)};
 }
 
 }  // namespace infodrop
