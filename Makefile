@@ -15,7 +15,7 @@ export CUDA_HOME ?= /usr/local/cuda
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 DATA := $(VENV)/.data-installed
 
-.PHONY: run test check bench build data clean
+.PHONY: run test lint check bench build data clean
 
 # The main job: All-CNN-32 (Softplus, Information Dropout) on scikit-learn's digits, a few
 # minutes here; prints test error and KL per layer each epoch, writes runs/make-run/kl_maps.png.
@@ -23,8 +23,12 @@ run: $(BUILT)
 	$(PY) -m infodrop train --model allcnn32 --data digits --activation softplus --dropout info \
 		--width 0.5 --beta 0.01 --lr 0.05 --epochs 8 --kl-maps 6 --out runs/make-run
 
-test: $(BUILT) $(DATA)
+test: lint $(BUILT) $(DATA)
 	$(PY) -m pytest -q tests
+
+# ruff, configured in pyproject.toml; make test runs it first (and so does CI)
+lint: $(DEPS)
+	$(PY) -m ruff check .
 
 check: $(BUILT)
 	$(PY) -m infodrop check

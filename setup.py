@@ -6,6 +6,7 @@ INFODROP_CUDA=0 skips the CUDA extension, INFODROP_CUDA=1 makes a missing toolki
 
 import glob
 import os
+import re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,6 +28,25 @@ if CUDA_HOME:
 import torch  # noqa: E402
 from setuptools import find_packages, setup  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def version():
+    """infodrop/_version.py is the one place the version is written (read, not imported: the
+    package cannot be imported before its extensions are built)."""
+    with open(os.path.join(HERE, "infodrop", "_version.py")) as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
+# What the library needs is torch alone.  The extras: "paper" for the paper's application
+# (python -m infodrop train, experiments/), "bench" for the pytest-benchmark suite, "models"
+# for converting torchvision/timm networks in the tests and benchmarks, "test" for make test.
+EXTRAS = {
+    "paper": ["numpy", "matplotlib", "scikit-learn", "tqdm"],
+    "bench": ["pytest", "pytest-benchmark"],
+    "models": ["torchvision", "timm"],
+    "test": ["pytest", "pytest-benchmark", "expecttest", "hypothesis", "ruff", "numpy"],
+}
+EXTRAS["all"] = sorted({name for names in EXTRAS.values() for name in names})
 
 
 def cpu_extension():
@@ -74,11 +94,12 @@ def cuda_extension():
 
 setup(
     name="infodrop",
-    version="0.1.0",
+    version=version(),
     description="Fused Information Dropout (Achille & Soatto) for PyTorch",
     packages=find_packages(include=["infodrop", "infodrop.*"]),
     ext_modules=[cpu_extension()] + ([cuda_extension()] if want_cuda() else []),
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy"],
+    install_requires=["torch>=2.4"],
+    extras_require=EXTRAS,
 )

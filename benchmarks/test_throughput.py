@@ -9,8 +9,16 @@ pytest-benchmark's default calibration would spend seconds on each of ~70 benchm
 import pytest
 import torch
 
-from infodrop.bench_cases import (CONTENDERS, PASSES, SHAPES, make_step, parse_case, saved_bytes,
-                                  traffic_bytes, unavailable)
+from infodrop.bench_cases import (
+    CONTENDERS,
+    PASSES,
+    SHAPES,
+    make_step,
+    parse_case,
+    saved_bytes,
+    traffic_bytes,
+    unavailable,
+)
 
 ROUNDS, WARMUP_ROUNDS = 7, 2  # warm-up covers torch.compile's first call and allocator caches
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

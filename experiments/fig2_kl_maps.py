@@ -2,18 +2,16 @@
 max_alpha 1.0 as in the authors' cluttered.py) trained on Cluttered Fashion-MNIST with three
 values of beta; the same test images in every map.
 
-    python experiments/fig2_kl_maps.py           # 2,000 train images, 25% filters: ~15 min
-    python experiments/fig2_kl_maps.py --full    # 50,000/10,000 images, full width, 80 epochs
+    python -m experiments.fig2_kl_maps           # 2,000 train images, 25% filters: ~15 min
+    python -m experiments.fig2_kl_maps --full    # 50,000/10,000 images, full width, 80 epochs
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, run_training, save_report  # noqa: E402
-
-from infodrop import analysis, train  # noqa: E402
+from infodrop.paper import analysis, train
+from infodrop.paper.report import markdown_table, run_training, save_report
 
 
 def main(argv=None):

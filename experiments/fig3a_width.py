@@ -1,8 +1,8 @@
 """Fig. 3a: test error of the 3-hidden-layer MLP against its width, for Information Dropout,
 binary dropout (p = 0.5) and constant log-normal dropout (alpha = 0.7), on MNIST-5k.
 
-    python experiments/fig3a_width.py            # ~5 min on 2 CPU cores
-    python experiments/fig3a_width.py --full     # the paper's 80 epochs, 3 seeds, wider nets
+    python -m experiments.fig3a_width            # ~5 min on 2 CPU cores
+    python -m experiments.fig3a_width --full     # the paper's 80 epochs, 3 seeds, wider nets
 """
 
 import argparse
@@ -10,8 +10,7 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import line_plot, markdown_table, run_training, save_report  # noqa: E402
+from infodrop.paper.report import line_plot, markdown_table, run_training, save_report
 
 DROPOUTS = ("info", "binary", "lognormal")
 

@@ -2,21 +2,19 @@
 layer of All-CNN-32 (Softplus, 25% of the filters) against beta, on Fashion-MNIST; also the
 information each layer transmits, in total and per filter.
 
-    python experiments/fig5_beta_tc.py           # 3,000 train images, 8 epochs: ~10 min
-    python experiments/fig5_beta_tc.py --full    # all 60,000 images, the paper's 160 epochs
+    python -m experiments.fig5_beta_tc           # 3,000 train images, 8 epochs: ~10 min
+    python -m experiments.fig5_beta_tc --full    # all 60,000 images, the paper's 160 epochs
 
 TC is the Gaussian TC of log z between the 48 channels, every (image, location) a sample
-(infodrop.analysis.layer_total_correlation), in nats with the 1/2: the paper prints twice it.
+(infodrop.paper.analysis.layer_total_correlation), in nats with the 1/2: the paper prints twice it.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import line_plot, markdown_table, run_training, save_report  # noqa: E402
-
-from infodrop import analysis, train  # noqa: E402
+from infodrop.paper import analysis, train
+from infodrop.paper.report import line_plot, markdown_table, run_training, save_report
 
 LAST_LAYER, FIRST_LAYER = "features.5.dropout", "features.2.dropout"
 

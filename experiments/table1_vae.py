@@ -1,16 +1,14 @@
 """Table 1: test ELBO of the basic VAE (latent 256 k, hidden 512 k units) with a Gaussian
 latent and with an Information Dropout latent, on MNIST-5k (4,000 train / 1,000 test).
 
-    python experiments/table1_vae.py             # k = 1, 2, 3, 30 epochs: ~5 min on 2 cores
-    python experiments/table1_vae.py --full      # the paper's 300 epochs
+    python -m experiments.table1_vae             # k = 1, 2, 3, 30 epochs: ~5 min on 2 cores
+    python -m experiments.table1_vae --full      # the paper's 300 epochs
 """
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, run_training, save_report  # noqa: E402
+from infodrop.paper.report import markdown_table, run_training, save_report
 
 
 def main(argv=None):

@@ -1,10 +1,10 @@
 """infodrop: fused Information Dropout (Achille & Soatto, arXiv:1611.01353) for PyTorch."""
 
 from . import reference
-from .backends import backends
+from ._backends import backends
+from ._version import __version__
 from .functional import information_dropout, noise
 from .modules import InfoDropConv2d, InfoDropLinear, InformationDropout, kl_divergence
 
-__all__ = ["backends", "information_dropout", "noise", "reference", "InformationDropout",
+__all__ = ["__version__", "backends", "information_dropout", "noise", "reference", "InformationDropout",
            "InfoDropConv2d", "InfoDropLinear", "kl_divergence"]
-__version__ = "0.1.0"

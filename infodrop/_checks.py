@@ -5,7 +5,7 @@ import numbers
 
 import torch
 
-from .reference import PRIORS
+from ._spec import PRIORS
 
 _U64 = 1 << 64
 

@@ -3,6 +3,8 @@ fake (meta) implementations for torch.compile, and autograd through the fused ba
 
 import torch
 
+from ._spec import kl_dtype
+
 try:
     from . import _C  # noqa: F401  (registers torch.ops.infodrop.* and the CPU kernels)
 except ImportError as error:  # a source checkout that was never built: reference only
@@ -18,11 +20,6 @@ else:
     CUDA_BUILT = True
 
 COMPILED = COMPILED_ERROR is None
-
-
-def kl_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Per-sample KL sums are float32, float64 for float64 inputs (SPEC section 1)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def register_autograd(forward_op: str, backward_op) -> None:

@@ -10,13 +10,22 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 
 import torch
-from tqdm import tqdm
 
-from .bench_cases import (CONTENDERS, FUSED, PASSES, SHAPES, make_step, parse_case, saved_bytes,
-                          traffic_bytes, unavailable)
+from .bench_cases import (
+    CONTENDERS,
+    FUSED,
+    PASSES,
+    SHAPES,
+    make_step,
+    parse_case,
+    saved_bytes,
+    traffic_bytes,
+    unavailable,
+)
 
 DEFAULT_WARMUP, DEFAULT_REPEATS = 3, 15
 QUICK = {"shapes": ["mlp"], "warmup": 1, "repeats": 3}
@@ -45,23 +54,26 @@ def run(cases, contenders, passes, warmup, repeats, progress=True):
             else:
                 jobs.append((case, c))
     records = []
-    with tqdm(total=len(jobs) * len(passes), disable=not progress, unit="run") as bar:
-        for case, contender in jobs:
-            saved = saved_bytes(contender, case)
-            for pass_ in passes:
-                bar.set_description(f"{case.name} {contender.name} {pass_}")
-                times = time_step(make_step(contender, case, pass_), warmup, repeats)
-                median = statistics.median(times)
-                records.append({
-                    "case": case.label, "shape": list(case.shape),
-                    "dtype": str(case.dtype).removeprefix("torch."), "device": case.device,
-                    "contender": contender.name, "pass": pass_, "times_s": times,
-                    "median_s": median, "elements_per_s": case.numel / median,
-                    "traffic_bytes": traffic_bytes(contender, case, pass_),
-                    "effective_GB_per_s": traffic_bytes(contender, case, pass_) / median / 1e9,
-                    "saved_bytes": saved,
-                })
-                bar.update()
+    total = len(jobs) * len(passes)
+    for case, contender in jobs:
+        saved = saved_bytes(contender, case)
+        for pass_ in passes:
+            if progress:  # one overwritten line on stderr: the tables stay clean on stdout
+                print(f"\r[{len(records) + 1}/{total}] {case.name} {contender.name} {pass_}"
+                      .ljust(72), end="", file=sys.stderr, flush=True)
+            times = time_step(make_step(contender, case, pass_), warmup, repeats)
+            median = statistics.median(times)
+            records.append({
+                "case": case.label, "shape": list(case.shape),
+                "dtype": str(case.dtype).removeprefix("torch."), "device": case.device,
+                "contender": contender.name, "pass": pass_, "times_s": times,
+                "median_s": median, "elements_per_s": case.numel / median,
+                "traffic_bytes": traffic_bytes(contender, case, pass_),
+                "effective_GB_per_s": traffic_bytes(contender, case, pass_) / median / 1e9,
+                "saved_bytes": saved,
+            })
+    if progress and total:
+        print(file=sys.stderr)
     return records, skipped
 
 
@@ -132,7 +144,7 @@ def main(argv=None) -> int:
                         help=f"the mlp shape, {QUICK['warmup']} warm-up, {QUICK['repeats']} "
                              "repeats, unless given")
     parser.add_argument("--json", metavar="PATH", help="write the raw numbers here")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")

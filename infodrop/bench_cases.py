@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from . import reference
-from .backends import backends
+from ._backends import backends
 from .functional import information_dropout
+from .testing import DTYPES, make_grads
+from .testing import make_inputs as make_layer_inputs
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Case:
         return f"{self.name} {dims} {str(self.dtype).removeprefix('torch.')} {self.device}"
 
 
-# The paper's layers (SPEC section 1): the MLP of Fig. 3a, All-CNN-32's two dropout layers and
+# The paper's layers (docs/spec.md section 1): the MLP of Fig. 3a, All-CNN-32's two dropout layers and
 # All-CNN-96's first, float32; bfloat16 once, at the shape with the most published timings.
 SHAPES = {
     "mlp": ((256, 1024), torch.float32),
@@ -44,8 +46,6 @@ SHAPES = {
     "allcnn96": ((64, 32, 48, 48), torch.float32),
     "allcnn32-a-bf16": ((128, 96, 16, 16), torch.bfloat16),
 }
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
 PASSES = ("forward", "forward+backward")
 
 
@@ -151,15 +151,10 @@ def unavailable(contender: Contender, device: str):
 
 
 def make_inputs(case: Case, requires_grad: bool, seed: int = 0):
-    """x >= 0 as after a ReLU, logits spanning the sigmoid's range, and the output gradients."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(case.shape, generator=g) * 3
-    logit = torch.randn(case.shape, generator=g) * 2
-    grad_z = torch.randn(case.shape, generator=g)
-    grad_kl = torch.randn(case.shape[0], generator=g)
-    x, logit = (t.to(case.device, case.dtype).requires_grad_(requires_grad) for t in (x, logit))
-    kl_dtype = torch.float64 if case.dtype == torch.float64 else torch.float32
-    return x, logit, grad_z.to(case.device, case.dtype), grad_kl.to(case.device, kl_dtype)
+    """The layer's inputs (as after a ReLU) and its output gradients for one case."""
+    x, logit = make_layer_inputs(case.shape, case.dtype, seed=seed, device=case.device)
+    grad_z, grad_kl = make_grads(case.shape, case.dtype, seed=seed + 1, device=case.device)
+    return x.requires_grad_(requires_grad), logit.requires_grad_(requires_grad), grad_z, grad_kl
 
 
 def make_step(contender: Contender, case: Case, pass_: str):

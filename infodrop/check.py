@@ -11,13 +11,10 @@ import argparse
 import torch
 
 from . import functional, reference
-from .backends import NAMES, backends
+from ._backends import NAMES, backends
+from ._spec import PRIORS
+from .testing import DTYPES, RELATIVE_ERROR_BUDGET, make_grads, make_inputs
 
-# max |error| / (1 + |reference|) allowed per dtype (float32: the 2^-20 approximations; the
-# half types: one rounding of z and of the gradients)
-TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
 SEED, OFFSET = 2016, 1
 
 
@@ -25,23 +22,14 @@ def _relative_error(actual, expected):
     return ((actual.double() - expected) / (1 + expected.abs())).abs().max().item()
 
 
-def _inputs(shape, dtype, prior, device, generator):
-    x = torch.rand(shape, generator=generator, dtype=torch.float64) * 3
-    if prior == "log_normal":
-        x = torch.nn.functional.softplus(torch.randn(shape, generator=generator, dtype=torch.float64))
-    logit = torch.randn(shape, generator=generator, dtype=torch.float64) * 2
-    return x.to(device, dtype), logit.to(device, dtype)
-
-
 def compare(backend, shape, dtype, prior, device, generator):
     """Max relative errors (z, kl, grad_x, grad_alpha_logit) of one backend against the reference."""
-    x, logit = _inputs(shape, dtype, prior, device, generator)
-    grad_z = torch.randn(shape, generator=generator).to(device, dtype)
-    grad_kl = torch.randn(shape[0], generator=generator).to(device)
+    x, logit = make_inputs(shape, dtype, generator=generator, prior=prior, device=device)
+    grad_z, grad_kl = make_grads(shape, dtype, generator=generator, device=device)
     xb, lb = x.clone().requires_grad_(), logit.clone().requires_grad_()
     z, kl = functional.information_dropout(xb, lb, prior=prior, seed=SEED, offset=OFFSET,
                                            backend=backend)
-    torch.autograd.backward((z, kl), (grad_z, grad_kl.to(kl.dtype)))
+    torch.autograd.backward((z, kl), (grad_z, grad_kl))
     xr = x.double().clone().requires_grad_()
     lr = logit.double().clone().requires_grad_()
     eps = functional.noise(shape, SEED, OFFSET, device=device, dtype=torch.float64)
@@ -53,7 +41,7 @@ def compare(backend, shape, dtype, prior, device, generator):
 
 def gradcheck(backend, prior, device):
     g = torch.Generator().manual_seed(0)
-    x, logit = _inputs((2, 3, 4), torch.float64, prior, device, g)
+    x, logit = make_inputs((2, 3, 4), torch.float64, generator=g, prior=prior, device=device)
     x = (x + 0.05).requires_grad_()  # away from the kinks at 0 and at the log-normal floor
     logit.requires_grad_()
 
@@ -86,23 +74,24 @@ def main(argv=None) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     print(f"infodrop check on {device}, shape {tuple(args.shape)}; errors are max |a - ref| / "
           "(1 + |ref|) against autograd of the float64 reference")
-    header = f"{'backend':<10} {'dtype':<9} {'prior':<12} {'z':>9} {'kl':>9} {'grad_x':>9} {'grad_logit':>10}  ok"
+    header = (f"{'backend':<10} {'dtype':<9} {'prior':<12} {'z':>9} {'kl':>9} {'grad_x':>9} "
+              f"{'grad_logit':>10}  ok")
     print(header)
     print("-" * len(header))
     failed = False
     for name in runnable:
         for dtype_name in args.dtypes:
             dtype = DTYPES[dtype_name]
-            for prior in reference.PRIORS:
+            for prior in PRIORS:
                 errors = compare(name, tuple(args.shape), dtype, prior, device, generator)
-                ok = max(errors) <= TOLERANCE[dtype]
+                ok = max(errors) <= RELATIVE_ERROR_BUDGET[dtype]
                 failed |= not ok
                 print(f"{name:<10} {dtype_name:<9} {prior:<12} " +
                       " ".join(f"{e:9.2e}" for e in errors[:3]) + f" {errors[3]:10.2e}  " +
                       ("yes" if ok else "NO"))
     print()
     for name in runnable:
-        for prior in reference.PRIORS:
+        for prior in PRIORS:
             passed = gradcheck(name, prior, device)
             failed |= not passed
             print(f"gradcheck {name:<10} {prior:<12} float64: {'passed' if passed else 'FAILED'}")

@@ -1,12 +1,13 @@
-"""The functional API: information_dropout() and noise() (SPEC.md section 4)."""
+"""The functional API: information_dropout() and noise() (docs/spec.md section 4)."""
 
 import math
 
 import torch
 
-from . import _ops, reference
+from . import reference
+from ._backends import resolve
 from ._checks import check_options, check_tensor_pair, check_u64
-from .backends import backends, resolve
+from ._spec import kl_dtype
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -43,7 +44,7 @@ def information_dropout(x, alpha_logit, *, prior="log_uniform", max_alpha=0.7, a
     """Information Dropout: z = x * exp(alpha * eps) and the per-sample KL term.
 
     alpha = alpha_min + max_alpha * sigmoid(alpha_logit); eps ~ N(0, 1) is the noise stream of
-    (seed, offset) (SPEC.md section 3), drawn from ``generator`` (or PyTorch's default
+    (seed, offset) (docs/spec.md section 3), drawn from ``generator`` (or PyTorch's default
     generator for x's device) when ``seed`` is None.  Returns ``(z, kl)`` with z shaped like x
     and kl of shape (B,): the KL summed over every non-batch element of each sample.
     Add ``beta * kl.mean() / N_train`` to the loss (paper eq. 3).
@@ -56,7 +57,7 @@ def information_dropout(x, alpha_logit, *, prior="log_uniform", max_alpha=0.7, a
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     apply_noise = bool(training or noise_in_eval)
     chosen = resolve(backend, x.device)
-    compute = _ops.kl_dtype(x.dtype)
+    compute = kl_dtype(x.dtype)
     if chosen == "reference":
         if seed_bits is None:  # the pure-PyTorch stream takes a Python int: this syncs
             seed_bits = int(_draw_seed(generator, x.device).item()) if apply_noise else 0
@@ -78,29 +79,31 @@ def information_dropout(x, alpha_logit, *, prior="log_uniform", max_alpha=0.7, a
         bool(mask_inactive), bool(unit_mean), apply_noise)
 
 
-def noise(shape, seed, offset=0, *, start=0, device="cpu", dtype=torch.float32):
+def noise(shape, seed, offset=0, *, start=0, device="cpu", dtype=torch.float32, backend="auto"):
     """The noise stream eps at indices start .. start + numel - 1, shaped ``shape``.
 
-    Computed by the compiled kernel of ``device`` when there is one, else by the pure-PyTorch
-    model in infodrop.reference; every backend gives the same values up to float32 rounding.
+    ``backend`` is chosen as in :func:`information_dropout` ("auto": the compiled kernel of
+    ``device`` where there is one, else Triton on a GPU, else the pure-PyTorch model in
+    infodrop.reference); every backend gives the same values up to float32 rounding.
     """
     shape = tuple(shape)
     if any(not isinstance(n, int) or n < 0 for n in shape):
         raise ValueError(f"shape must be a sequence of non-negative ints, got {shape}")
     seed_bits, offset_bits = check_u64(seed, "seed"), check_u64(offset, "offset")
     start_bits = check_u64(start, "start")
-    if _as_uint64(start_bits) + math.prod(shape) > 1 << 64:
+    numel = math.prod(shape)
+    if _as_uint64(start_bits) + numel > 1 << 64:
         raise ValueError("start + numel must not exceed 2**64")
     device = torch.device(device)
-    compiled = _ops.COMPILED and (device.type == "cpu" or (device.type == "cuda" and _ops.CUDA_BUILT))
-    if not compiled and device.type == "cuda" and backends()["triton"]:
+    chosen = resolve(backend, device)
+    if chosen == "reference":
+        return reference.noise(shape, seed, offset, start=start, device=device, dtype=dtype)
+    seed_t = torch.full((), seed_bits, dtype=torch.int64, device=device)
+    if chosen == "triton":
         from .triton import ops as triton_ops
 
-        seed_t = torch.full((), seed_bits, dtype=torch.int64, device=device)
-        return triton_ops.noise(math.prod(shape), seed_t, offset_bits, start_bits).reshape(shape).to(dtype)
-    if not compiled:
-        return reference.noise(shape, seed, offset, start=start, device=device, dtype=dtype)
-    out = torch.empty(shape, dtype=torch.float32, device=device)
-    seed_t = torch.full((), seed_bits, dtype=torch.int64, device=device)
-    torch.ops.infodrop.noise_(out, seed_t, offset_bits, start_bits)
+        out = triton_ops.noise(numel, seed_t, offset_bits, start_bits).reshape(shape)
+    else:
+        out = torch.empty(shape, dtype=torch.float32, device=device)
+        torch.ops.infodrop.noise_(out, seed_t, offset_bits, start_bits)
     return out.to(dtype)

@@ -4,10 +4,10 @@ import torch
 from torch import nn
 
 from . import functional
+from ._backends import check_backend_name
 from ._checks import check_options
-from .backends import check_backend_name
+from ._spec import PRIOR_OF_ACTIVATION
 
-_PRIOR_OF_ACTIVATION = {"relu": "log_uniform", "softplus": "log_normal"}
 _ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus}
 
 
@@ -74,7 +74,7 @@ class _InfoDropBlock(nn.Module):
         self.norm = norm
         self.activation = _ACTIVATIONS[activation]()
         self.alpha_branch = alpha_branch  # its own weights and bias, no batch norm (authors' code)
-        self.dropout = InformationDropout(prior=prior or _PRIOR_OF_ACTIVATION[activation],
+        self.dropout = InformationDropout(prior=prior or PRIOR_OF_ACTIVATION[activation],
                                           **dropout_kwargs)
 
     def forward(self, x):

@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference of Information Dropout (SPEC.md sections 1 and 3).
+"""Pure-PyTorch reference of Information Dropout (docs/spec.md sections 1 and 3).
 
 Written for clarity, not speed: every compiled backend is checked against these functions, and
 autograd through them is the ground truth for gradients.  Nothing here is fused; each step is
@@ -9,12 +9,8 @@ import math
 
 import torch
 
-X_FLOOR = 1e-4  # floor of x inside log x (the authors' code): Softplus can underflow to 0
-PRIORS = ("log_uniform", "log_normal")
+from ._spec import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, PRIORS, X_FLOOR, kl_dtype
 
-# Philox4x32-10 constants (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3").
-_PHILOX_M0, _PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
-_PHILOX_W0, _PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
 _MASK32 = 0xFFFFFFFF
 
 
@@ -33,11 +29,11 @@ def philox4x32_10(counter, key):
     c0, c1, c2, c3 = counter
     k0, k1 = key
     for _ in range(10):
-        hi0, lo0 = _mulhilo(c0, _PHILOX_M0)
-        hi1, lo1 = _mulhilo(c2, _PHILOX_M1)
+        hi0, lo0 = _mulhilo(c0, PHILOX_M0)
+        hi1, lo1 = _mulhilo(c2, PHILOX_M1)
         c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-        k0 = (k0 + _PHILOX_W0) & _MASK32
-        k1 = (k1 + _PHILOX_W1) & _MASK32
+        k0 = (k0 + PHILOX_W0) & _MASK32
+        k1 = (k1 + PHILOX_W1) & _MASK32
     return c0, c1, c2, c3
 
 
@@ -55,13 +51,16 @@ def noise(shape, seed: int, offset: int = 0, *, start: int = 0, device="cpu",
           dtype=torch.float32) -> torch.Tensor:
     """The noise stream eps at indices start .. start + numel - 1, in pure PyTorch.
 
-    An independent model of the C++ header's stream (SPEC section 3): Philox on int64 tensors
+    An independent model of the C++ header's stream (spec section 3): Philox on int64 tensors
     and the Box-Muller transform in float32.
     """
     shape = tuple(shape)
     numel = math.prod(shape)
-    index = torch.arange(start, start + numel, dtype=torch.int64, device=device)
-    group, lane = index >> 2, index & 3
+    # the uint64 indices as int64 bits (wrapping past 2^63), and the group index shifted as
+    # unsigned: an arithmetic shift would copy the sign bit into the group's top two bits
+    signed_start = start - (1 << 64) if start >= 1 << 63 else start
+    index = torch.arange(numel, dtype=torch.int64, device=device) + signed_start
+    group, lane = (index >> 2) & ((1 << 62) - 1), index & 3
     seed_lo, seed_hi = _split_u64(seed)
     off_lo, off_hi = _split_u64(offset)
     counter = (group & _MASK32, (group >> 32) & _MASK32,
@@ -106,7 +105,7 @@ def information_dropout(x, alpha_logit, eps, *, prior="log_uniform", max_alpha=0
     Half types are computed in float32 and z is returned in x's dtype; kl has shape (B,) and
     dtype float32 (float64 for float64 inputs), like the fused kernels.
     """
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = kl_dtype(x.dtype)
     xc, logit = x.to(compute), alpha_logit.to(compute)
     alpha = alpha_from_logit(logit, max_alpha=max_alpha, alpha_min=alpha_min)
     if training or noise_in_eval:

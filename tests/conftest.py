@@ -1,8 +1,8 @@
 import pytest
 
-from ._helpers import DTYPES
+from infodrop.testing import DTYPES
 
 
-@pytest.fixture(params=DTYPES, ids=lambda d: str(d).split(".")[-1])
+@pytest.fixture(params=list(DTYPES.values()), ids=lambda d: str(d).split(".")[-1])
 def dtype(request):
     return request.param

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from infodrop import analysis
-from infodrop.data import ImageSet
-from infodrop.models import build_model, information_dropout_layers
 from infodrop.modules import InfoDropConv2d
+from infodrop.paper import analysis
+from infodrop.paper.data import ImageSet
+from infodrop.paper.models import build_model, information_dropout_layers
 
 
 def gaussian_samples(cov, n, seed=0):

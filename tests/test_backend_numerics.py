@@ -181,7 +181,7 @@ def test_gradcheck_float64(backend_device):
     mu = torch.tensor(0.2, dtype=torch.float64, device=device, requires_grad=True)
     sigma = torch.tensor(1.3, dtype=torch.float64, device=device, requires_grad=True)
     for unit_mean in (False, True):
-        def f(x, logit, mu, sigma):
+        def f(x, logit, mu, sigma, unit_mean=unit_mean):
             return infodrop.information_dropout(x, logit, prior="log_normal", mu=mu, sigma=sigma,
                                                 unit_mean=unit_mean, seed=SEED, backend=backend)
 

@@ -63,7 +63,7 @@ def test_saved_bytes_counts_each_storage_once(monkeypatch):
 
     case = Case("tiny", SHAPE, torch.bfloat16)
     for fn in (torch.sin, lambda x: x * x):
-        monkeypatch.setattr(bench_cases, "_function", lambda contender: fn)
+        monkeypatch.setattr(bench_cases, "_function", lambda contender, fn=fn: fn)
         assert saved_bytes(Contender("probe", "", False, (2, 2)), case) == 2 * NUMEL
 
 

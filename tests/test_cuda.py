@@ -11,8 +11,10 @@ import torch
 
 import infodrop
 from infodrop import _ops
+from infodrop._spec import kl_dtype
+from infodrop.testing import make_inputs
 
-from ._helpers import make_inputs, requires_compiled
+from ._helpers import requires_compiled
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
 SEED = 2016
@@ -54,7 +56,7 @@ def _fused_ops(backend):
 
 
 def _op_args(x, logit, prior, device="cuda"):
-    compute = _ops.kl_dtype(x.dtype)
+    compute = kl_dtype(x.dtype)
     return (x, logit, torch.tensor(SEED, device=device), 3,
             torch.tensor(0.1, dtype=compute, device=device),
             torch.tensor(1.2, dtype=compute, device=device), prior, 0.7, 1e-3, False, False, True)

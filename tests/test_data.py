@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from infodrop import data
+from infodrop.paper import data
 
 
 def test_digits_default_is_split_and_scaled():

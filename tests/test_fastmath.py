@@ -1,4 +1,4 @@
-"""SPEC section 5: the fast float32 approximations stay within 2^-20 of float64, on dense sweeps.
+"""docs/spec.md section 5: the fast float32 approximations stay within 2^-20 of float64, on dense sweeps.
 
 The noise's log, sqrt and sin/cos are swept in test_noise.py; here the sigmoid, the log of the
 KL and the exp of the noise, through the op (one element per sample, so kl is per unit)."""

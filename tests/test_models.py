@@ -5,8 +5,14 @@ import torch
 from torch import nn
 
 import infodrop
-from infodrop.models import (DROPOUT_KINDS, ConstantLogNormalDropout, build_model,
-                             information_dropout_layers, negative_elbo, set_noise)
+from infodrop.paper.models import (
+    DROPOUT_KINDS,
+    ConstantLogNormalDropout,
+    build_model,
+    information_dropout_layers,
+    negative_elbo,
+    set_noise,
+)
 
 
 @pytest.mark.parametrize("dropout", DROPOUT_KINDS)

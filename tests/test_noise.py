@@ -1,4 +1,4 @@
-"""The noise stream of SPEC section 3: Philox known answers, the shared KAT file, agreement of
+"""The noise stream of docs/spec.md section 3: Philox known answers, the shared KAT file, agreement of
 the compiled kernels with the pure-PyTorch model, accuracy against float64, and statistics."""
 
 import json
@@ -13,7 +13,7 @@ from infodrop import reference
 
 from ._helpers import requires_compiled
 
-# SPEC section 3's known answers live in ../shared/testdata/, which a clean clone elsewhere
+# docs/spec.md section 3's known answers live in ../shared/testdata/, which a clean clone elsewhere
 # lacks: the tests read this copy, and check it against the original wherever that exists.
 KAT_FILE = pathlib.Path(__file__).resolve().parent / "data" / "noise_kat.json"
 SHARED_KAT_FILE = (pathlib.Path(__file__).resolve().parents[2] / "shared" / "testdata"

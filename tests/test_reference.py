@@ -1,4 +1,4 @@
-"""The pure-PyTorch reference against the closed forms of SPEC section 1."""
+"""The pure-PyTorch reference against the closed forms of docs/spec.md section 1."""
 
 import math
 
@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from infodrop import reference
-
-from ._helpers import make_inputs
+from infodrop.testing import make_inputs
 
 
 def test_alpha_is_capped_sigmoid():

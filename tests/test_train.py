@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from infodrop import train
-from infodrop.models.noise import conv_layer, set_noise
+from infodrop.paper import train
+from infodrop.paper.models.slots import conv_layer, set_noise
 
 TINY = ["--data", "digits", "--train-size", "200", "--test-size", "60", "--batch-size", "50",
         "--no-progress"]

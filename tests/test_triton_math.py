@@ -1,5 +1,5 @@
 """The Triton backend's own float32 log (Box-Muller's), against float64 on a dense sweep of the
-uniforms the noise stream can produce, the ends included (SPEC section 5: error below 2^-20).
+uniforms the noise stream can produce, the ends included (docs/spec.md section 5: error below 2^-20).
 Runs where Triton runs: on a GPU, or on the CPU under TRITON_INTERPRET=1 (tests/test_triton.py
 runs this file that way in a subprocess)."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import functional
+from .. import functional
 from .models import information_dropout_layers, set_noise
 
 
@@ -51,9 +51,9 @@ def kl_maps(model, images):
         b, c, h, w = x.shape
         # every (image, location) as one "sample" of C units: the op's per-sample sum is then
         # the sum over channels at that location
-        as_rows = lambda t: t.permute(0, 2, 3, 1).reshape(b * h * w, c)
+        rows_x, rows_logit = (t.permute(0, 2, 3, 1).reshape(b * h * w, c) for t in (x, alpha_logit))
         _, kl = functional.information_dropout(
-            as_rows(x), as_rows(alpha_logit), prior=layer.prior, max_alpha=layer.max_alpha,
+            rows_x, rows_logit, prior=layer.prior, max_alpha=layer.max_alpha,
             alpha_min=layer.alpha_min, mu=layer.mu, sigma=layer.sigma,
             mask_inactive=layer.mask_inactive, training=False)
         maps[name] = kl.view(b, h, w).detach()
@@ -104,7 +104,7 @@ def information_per_layer(model, images):
 
 def total_correlation(samples):
     """Gaussian total correlation, in nats, of (N, D) samples: -1/2 log det(diag(S)^-1 S) with
-    S their covariance (SPEC section 2).  This is the true TC of a Gaussian; the paper's
+    S their covariance (docs/spec.md section 2).  This is the true TC of a Gaussian; the paper's
     Section 8 prints -log det(...) without the 1/2, i.e. twice this value."""
     samples = torch.as_tensor(samples, dtype=torch.float64)
     if samples.dim() != 2 or samples.shape[0] <= samples.shape[1]:

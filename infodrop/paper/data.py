@@ -18,7 +18,6 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -37,7 +36,7 @@ CANVAS, DISTRACTORS, CROP = 96, 21, 8  # Cluttered MNIST of Mnih et al., as in t
 class ImageSet:
     images: torch.Tensor                     # (N, 1, H, W) float32 in [0, 1]
     labels: torch.Tensor                     # (N,) int64
-    nuisance: Optional[torch.Tensor] = None  # (N,) int64 class of the nuisance (occluded sets)
+    nuisance: torch.Tensor | None = None  # (N,) int64 class of the nuisance (occluded sets)
 
     def __len__(self):
         return len(self.labels)

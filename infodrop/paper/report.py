@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from infodrop import train
+from . import train
 
 
 def run_training(out, argv):

@@ -19,12 +19,19 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
 from tqdm import tqdm
 
+from ..modules import kl_divergence
 from . import data
-from .models import (DROPOUT_KINDS, INPUT_SIZE, MODELS, build_model,
-                     information_dropout_layers, negative_elbo, set_noise)
-from .models.noise import ACTIVATIONS
+from .models import (
+    DROPOUT_KINDS,
+    INPUT_SIZE,
+    MODELS,
+    build_model,
+    information_dropout_layers,
+    negative_elbo,
+    set_noise,
+)
+from .models.slots import ACTIVATIONS
 from .models.vae import LATENTS
-from .modules import kl_divergence
 
 # (learning rate, epochs, lr x0.1 milestones) of the paper (Section 8) and the authors'
 # cluttered.py; the VAE's epochs/milestones are Section 7's (no optimizer is named there).

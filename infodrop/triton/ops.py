@@ -10,7 +10,7 @@ import triton
 from torch.library import triton_op, wrap_triton
 
 from .. import _ops
-from ..reference import PRIORS
+from .._spec import PRIORS, kl_dtype
 from . import kernels
 
 GROUPS = 256  # Philox groups per program: 1024 elements
@@ -66,7 +66,7 @@ def _kernel_options(x, prior, max_alpha, alpha_min, mask_inactive, unit_mean, ap
 def _device_scalars(x, seed, mu, sigma):
     """seed, mu and sigma where the kernels read them: on x's device, mu and sigma in the
     compute dtype."""
-    compute = _ops.kl_dtype(x.dtype)
+    compute = kl_dtype(x.dtype)
     return (seed.reshape(()).to(x.device), mu.reshape(()).to(x.device, compute),
             sigma.reshape(()).to(x.device, compute))
 
@@ -80,7 +80,7 @@ def information_dropout(x: torch.Tensor, alpha_logit: torch.Tensor, seed: torch.
     samples, per_sample, blocks = _layout(x)
     xc, lc = x.contiguous(), alpha_logit.contiguous()
     z = torch.empty_like(xc)
-    partials = torch.zeros((samples, blocks), dtype=_ops.kl_dtype(x.dtype), device=x.device)
+    partials = torch.zeros((samples, blocks), dtype=kl_dtype(x.dtype), device=x.device)
     if x.numel():
         seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
         _launch(kernels.forward_kernel, (samples * blocks,), x.device,
@@ -98,7 +98,7 @@ def information_dropout_backward(
         apply_noise: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     _check(x, alpha_logit, seed, mu, sigma, prior)
     samples, per_sample, blocks = _layout(x)
-    compute = _ops.kl_dtype(x.dtype)
+    compute = kl_dtype(x.dtype)
     xc, lc = x.contiguous(), alpha_logit.contiguous()
     gzc = grad_z.to(x.dtype).contiguous()
     gklc = grad_kl.to(x.device, compute).contiguous()

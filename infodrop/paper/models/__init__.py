@@ -2,8 +2,7 @@
 
 from .allcnn import AllCNN, all_cnn_32, all_cnn_96
 from .mlp import MLP
-from .noise import (DROPOUT_KINDS, ConstantLogNormalDropout, information_dropout_layers,
-                    set_noise)
+from .slots import DROPOUT_KINDS, ConstantLogNormalDropout, information_dropout_layers, set_noise
 from .vae import LATENTS, VAE, negative_elbo
 
 MODELS = ("allcnn32", "allcnn96", "mlp", "vae")

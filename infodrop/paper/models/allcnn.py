@@ -5,7 +5,7 @@ Fig. 3b, 5, 6)."""
 
 from torch import nn
 
-from .noise import conv_layer
+from .slots import conv_layer
 
 # (kernel, filters, stride, followed by the dropout slot) for each conv of Table 2.
 ALL_CNN_32 = [

@@ -3,7 +3,7 @@ followed by the dropout slot, then a linear classifier."""
 
 from torch import nn
 
-from .noise import linear_layer
+from .slots import linear_layer
 
 
 class MLP(nn.Module):

@@ -9,7 +9,7 @@ alpha branch sees the same input as the main branch (the authors' code).
 import torch
 from torch import nn
 
-from ..modules import InfoDropConv2d, InfoDropLinear, InformationDropout
+from ...modules import InfoDropConv2d, InfoDropLinear, InformationDropout
 
 DROPOUT_KINDS = ("info", "binary", "lognormal", "none")
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus}

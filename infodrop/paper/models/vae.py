@@ -1,14 +1,14 @@
 """The basic VAE of Kingma & Welling replicated in Section 7 / Table 1: one hidden layer in the
 encoder and in the decoder (``hidden`` = 512 k units), a latent of ``latent`` = 256 k units,
 Bernoulli pixels.  Two latents: the original Gaussian one, and an Information Dropout layer
-(Softplus activations, log-normal prior with mu = 0, sigma = 1: SPEC section 2), for which
+(Softplus activations, log-normal prior with mu = 0, sigma = 1: docs/spec.md section 2), for which
 the VAE is the special case y = x of the Information Bottleneck."""
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..modules import InformationDropout
+from ...modules import InformationDropout
 
 LATENTS = ("gaussian", "info")
 
