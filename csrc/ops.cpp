@@ -5,13 +5,7 @@
 // The seed is a 0-dim int64 tensor holding the 64-bit seed's bits, so that it can be drawn from
 // a torch generator on the inputs' device without a host synchronisation and be traced by
 // torch.compile.  offset is the second half of the Philox counter (uint64 bits in an int).
-#include <Python.h>
 #include <torch/library.h>
-
-extern "C" PyObject* PyInit__C(void) {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module);
-}
 
 TORCH_LIBRARY(infodrop, m) {
   m.def(

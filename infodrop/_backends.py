@@ -1,5 +1,6 @@
 """Which implementations exist on this installation, and which one a call uses."""
 
+import functools
 import importlib.util
 import os
 
@@ -10,7 +11,10 @@ from . import _ops
 NAMES = ("cuda", "triton", "cpu", "reference")
 
 
+@functools.cache
 def _triton_importable() -> bool:
+    # once per process: find_spec walks the import path with filesystem calls (~25 us), which
+    # every layer call paid when backend resolution asked it
     return importlib.util.find_spec("triton") is not None
 
 
@@ -64,15 +68,25 @@ def _runs_on(backend: str, device: torch.device) -> bool:
     return device.type == ("cuda" if backend == "cuda" else "cpu")
 
 
+def _auto(device: torch.device) -> str:
+    """The fastest backend for tensors on ``device`` (the Triton interpreter is never chosen
+    automatically).  Tensors on a CUDA device mean a GPU is there: no availability query."""
+    if device.type == "cpu":
+        return "cpu" if _ops.COMPILED else "reference"
+    if device.type == "cuda":
+        if _ops.CUDA_BUILT:
+            return "cuda"
+        return "triton" if _triton_importable() else "reference"
+    return "reference"
+
+
 def resolve(backend: str, device: torch.device) -> str:
     """The backend that runs a call on tensors of this device ("auto": the fastest available of
-    cuda > triton > cpu > reference that runs on that device; the Triton interpreter is never
-    chosen automatically)."""
+    cuda > triton > cpu > reference that runs on that device)."""
+    if backend == "auto":
+        return _auto(device)
     check_backend_name(backend)
     available = backends()
-    if backend == "auto":
-        order = ("cuda", "triton") if device.type == "cuda" else ("cpu",)
-        return next((name for name in order if available[name]), "reference")
     if not available[backend]:
         have = [name for name, ok in available.items() if ok]
         raise RuntimeError(f"backend {backend!r} is not available here; available: {have}")

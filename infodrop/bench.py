@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from . import bench_host
 from .bench_cases import (
     CONTENDERS,
     FUSED,
@@ -145,6 +146,9 @@ def main(argv=None) -> int:
                              "repeats, unless given")
     parser.add_argument("--json", metavar="PATH", help="write the raw numbers here")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    parser.add_argument("--host", action="store_true",
+                        help="instead of the matrix: the host cost of one call on tiny tensors "
+                             "(infodrop/bench_host.py), against F.dropout's")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
@@ -160,6 +164,8 @@ def main(argv=None) -> int:
         if args.threads < 1:
             parser.error(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.host:
+        return _host(args.device, args.json)
     try:
         cases = [parse_case(text, args.device) for text in args.shapes or defaults["shapes"]]
     except ValueError as error:
@@ -181,3 +187,17 @@ def main(argv=None) -> int:
             json.dump({"environment": env, "warmup": warmup, "repeats": repeats,
                        "results": records, "skipped": skipped}, f, indent=1)
     return 0
+
+
+def _host(device: str, json_path) -> int:
+    env = environment(device)
+    print(f"infodrop bench --host on {device} ({env['cpu']}, threads: {env['threads']}, torch "
+          f"{env['torch']}): microseconds per call on {bench_host.SHAPE} tensors, best of 5 "
+          "loops of 2000 calls; ratio to F.dropout's")
+    records = bench_host.run(device)
+    print(bench_host.format_table(records))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"environment": env, "results": records}, f, indent=1)
+    return 0
+

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from . import reference
+from . import _ops, reference
 from ._backends import resolve
 from ._checks import check_options, check_tensor_pair, check_u64
 from ._spec import kl_dtype
@@ -24,13 +24,34 @@ def _seed_tensor(seed_bits, generator, device, apply_noise):
         return torch.full((), seed_bits, dtype=torch.int64, device=device)
     if apply_noise:
         return _draw_seed(generator, device)
-    return torch.zeros((), dtype=torch.int64, device=device)  # unused: no noise drawn
+    return _constant(0, torch.int64, device)  # unused: no noise drawn
+
+
+# 0-dim tensors of constant options (mu and sigma given as numbers, the unused seed), made
+# once per (value, dtype, device) instead of on every call (a tensor creation costs about as
+# much as the whole F.dropout call).  Nothing writes to them: the op only reads and saves them.
+_CONSTANTS = {}
+
+
+def _constant(value, dtype, device):
+    if torch.compiler.is_compiling():  # traced: a constant of the graph, not a cached tensor
+        return torch.full((), value, dtype=dtype, device=device)
+    key = (value, dtype, device)
+    tensor = _CONSTANTS.get(key)
+    if tensor is None:
+        # never an inference tensor: autograd saves these for the backward
+        with torch.inference_mode(False):
+            tensor = _CONSTANTS[key] = torch.full((), value, dtype=dtype, device=device)
+    return tensor
 
 
 def _scalar_tensor(value, dtype, device):
-    if isinstance(value, torch.Tensor):
-        return value.reshape(()).to(dtype=dtype, device=device)
-    return torch.full((), float(value), dtype=dtype, device=device)
+    """mu or sigma as the 0-dim tensor of the compute dtype on x's device that the op takes."""
+    if not isinstance(value, torch.Tensor):
+        return _constant(float(value), dtype, device)
+    if value.dim() == 0 and value.dtype == dtype and value.device == device:
+        return value
+    return value.reshape(()).to(dtype=dtype, device=device)
 
 
 def _as_uint64(bits: int) -> int:
@@ -50,33 +71,56 @@ def information_dropout(x, alpha_logit, *, prior="log_uniform", max_alpha=0.7, a
     Add ``beta * kl.mean() / N_train`` to the loss (paper eq. 3).
     """
     check_tensor_pair(x, alpha_logit)
-    check_options(prior, max_alpha, alpha_min, mu, sigma)
+    check_options(prior, max_alpha, alpha_min, mu, sigma, mask_inactive, unit_mean, training,
+                  noise_in_eval)
     offset_bits = check_u64(offset, "offset")
     seed_bits = None if seed is None else check_u64(seed, "seed")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    apply_noise = bool(training or noise_in_eval)
-    chosen = resolve(backend, x.device)
-    compute = kl_dtype(x.dtype)
+    apply_noise = training or noise_in_eval
+    device = x.device
+    chosen = resolve(backend, device)
     if chosen == "reference":
         if seed_bits is None:  # the pure-PyTorch stream takes a Python int: this syncs
-            seed_bits = int(_draw_seed(generator, x.device).item()) if apply_noise else 0
+            seed_bits = int(_draw_seed(generator, device).item()) if apply_noise else 0
         eps = reference.noise(x.shape, _as_uint64(seed_bits), _as_uint64(offset_bits),
-                              device=x.device)
+                              device=device)
         return reference.information_dropout(
             x, alpha_logit, eps, prior=prior, max_alpha=max_alpha, alpha_min=alpha_min, mu=mu,
             sigma=sigma, mask_inactive=mask_inactive, unit_mean=unit_mean, training=training,
             noise_in_eval=noise_in_eval)
-    seed_t = _seed_tensor(seed_bits, generator, x.device, apply_noise)
-    fused = torch.ops.infodrop.information_dropout
+    compute = kl_dtype(x.dtype)
+    if prior == "log_normal":
+        mu, sigma = _scalar_tensor(mu, compute, device), _scalar_tensor(sigma, compute, device)
+    else:  # the log-uniform KL reads neither
+        mu, sigma = _constant(0.0, compute, device), _constant(1.0, compute, device)
+    args = (x, alpha_logit, _seed_tensor(seed_bits, generator, device, apply_noise), offset_bits,
+            mu, sigma, prior, float(max_alpha), float(alpha_min), mask_inactive, unit_mean,
+            apply_noise)
     if chosen == "triton":
         from .triton import ops as triton_ops  # imports triton only where it is used
 
-        fused = triton_ops.information_dropout
-    return fused(
-        x, alpha_logit, seed_t, offset_bits, _scalar_tensor(mu, compute, x.device),
-        _scalar_tensor(sigma, compute, x.device), prior, float(max_alpha), float(alpha_min),
-        bool(mask_inactive), bool(unit_mean), apply_noise)
+        return triton_ops.fused(*args)
+    op = (_ops.direct_information_dropout if _direct_call_allowed(x, alpha_logit)
+          else torch.ops.infodrop.information_dropout.default)
+    try:
+        return op(*args)
+    except RuntimeError as error:
+        if "functorch transforms" in str(error):  # PyTorch's message does not name the op
+            raise RuntimeError("infodrop.information_dropout does not support torch.func "
+                               "transforms (vmap, grad, jvp); use backend='reference' for them"
+                               ) from error
+        raise
+
+
+def _direct_call_allowed(x, alpha_logit):
+    """Whether the op may be called through its typed binding (csrc/bindings.cpp: the same
+    dispatcher entry, ~2.5 us cheaper than torch.ops' generic argument conversion): in eager
+    mode on plain tensors.  torch.compile must see torch.ops to trace the op, and a tensor
+    subclass or a __torch_function__ mode must see the call as an op (dispatch modes see both)."""
+    return (type(x) is torch.Tensor and type(alpha_logit) is torch.Tensor
+            and not torch.compiler.is_compiling()
+            and not torch._C._is_torch_function_mode_enabled())
 
 
 def noise(shape, seed, offset=0, *, start=0, device="cpu", dtype=torch.float32, backend="auto"):

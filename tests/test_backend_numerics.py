@@ -227,3 +227,30 @@ def test_opcheck_schema_and_autograd_registration(backend_device):
     detached = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
     torch.library.opcheck(namespace.information_dropout_backward.default, grads + detached,
                           test_utils=("test_schema",))
+
+
+def test_double_backward_raises_naming_the_op(backend_device):
+    """Second derivatives were silently None (PyTorch only warned that the backward op has no
+    autograd kernel): differentiating the gradients must raise instead."""
+    backend, device = backend_device
+    x, logit = (t.requires_grad_() for t in make_inputs((2, 5), torch.float64, device=device))
+    z, kl = infodrop.information_dropout(x, logit, seed=SEED, backend=backend)
+    grad_x, = torch.autograd.grad(z.sum() + kl.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="information_dropout.*not differentiable"):
+        grad_x.sum().backward()
+
+
+def test_forward_mode_ad_raises_naming_the_op(backend_device):
+    """torch.func.jvp returned zeros: forward-mode AD must raise, naming the op."""
+    backend, device = backend_device
+    x, logit = make_inputs((2, 5), torch.float64, device=device)
+
+    def z_of(x):
+        return infodrop.information_dropout(x, logit, seed=SEED, backend=backend)[0]
+
+    with pytest.raises(RuntimeError, match="information_dropout.*(forward-mode|torch.func)"):
+        torch.func.jvp(z_of, (x,), (torch.ones_like(x),))
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(x, torch.ones_like(x))
+        with pytest.raises(RuntimeError, match="information_dropout.*forward-mode"):
+            z_of(dual)

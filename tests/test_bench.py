@@ -94,3 +94,20 @@ def test_bench_on_cuda_without_a_gpu_says_so():
     run = subprocess.run([sys.executable, "-m", "infodrop", "bench", "--device", "cuda"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "no CUDA device is visible" in run.stderr
+
+
+@requires_compiled
+def test_host_cost_table_has_every_contender_and_pass(tmp_path, capsys, monkeypatch):
+    from infodrop import bench_host
+
+    real_run = bench_host.run
+    monkeypatch.setattr(bench_host, "run", lambda device: real_run(device, calls=5, rounds=2))
+    path = tmp_path / "host.json"
+    assert bench.main(["--host", "--json", str(path)]) == 0
+    records = json.loads(path.read_text())["results"]
+    assert [(r["contender"], r["pass"]) for r in records] == \
+        [(c, p) for c in bench_host.CONTENDERS for p in bench_host.PASSES]
+    assert all(r["host_us"] > 0 and r["device_us"] is None for r in records)
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in table[-len(bench_host.CONTENDERS):]] == \
+        list(bench_host.CONTENDERS)

@@ -111,7 +111,7 @@ Params<S> make_params(const OpOptions& o, const Tensor& mu, const Tensor& sigma)
   Params<S> p;
   p.set_options(S(o.max_alpha), S(o.alpha_min), o.prior, o.mask_inactive, o.unit_mean,
                 o.apply_noise);
-  p.set_prior(S(mu.item<double>()), S(sigma.item<double>()));
+  p.set_prior(S(cpu_scalar<double>(mu)), S(cpu_scalar<double>(sigma)));
   return p;
 }
 
@@ -132,7 +132,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logi
   ForwardIO io = forward_io(x, alpha_logit);
   Tensor kl = at::empty({x.size(0)}, x.options().dtype(kl_dtype(x.scalar_type())));
   const Work work = plan(x);
-  const StreamKey key(static_cast<uint64_t>(seed.item<int64_t>()), static_cast<uint64_t>(offset));
+  const StreamKey key(static_cast<uint64_t>(cpu_scalar<int64_t>(seed)), static_cast<uint64_t>(offset));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "infodrop_forward", [&] {
     using T = typename Storage<scalar_t>::type;
@@ -169,7 +169,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
     check_cpu(*t, name);
   BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit);
   const Work work = plan(x);
-  const StreamKey key(static_cast<uint64_t>(seed.item<int64_t>()), static_cast<uint64_t>(offset));
+  const StreamKey key(static_cast<uint64_t>(cpu_scalar<int64_t>(seed)), static_cast<uint64_t>(offset));
   double grad_mu = 0, grad_sigma = 0;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "infodrop_backward", [&] {
@@ -205,7 +205,7 @@ void noise_cpu(const Tensor& out, const Tensor& seed, int64_t offset, int64_t st
   check_seed(seed);
   check_cpu(out, "out");
   check_cpu(seed, "seed");
-  const StreamKey key(static_cast<uint64_t>(seed.item<int64_t>()), static_cast<uint64_t>(offset));
+  const StreamKey key(static_cast<uint64_t>(cpu_scalar<int64_t>(seed)), static_cast<uint64_t>(offset));
   float* p = out.data_ptr<float>();
   const auto segment = segments().noise;
   at::parallel_for(0, out.numel(), kChunk, [&](int64_t begin, int64_t end) {

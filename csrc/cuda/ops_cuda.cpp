@@ -36,7 +36,7 @@ void check_on_device_of(const Tensor& t, const Tensor& x, const char* name) {
 
 // A seed on the GPU is read by the kernel (no synchronisation); a CPU seed is read here.
 SeedRef seed_ref(const Tensor& seed, const Tensor& x) {
-  if (seed.is_cpu()) return {nullptr, static_cast<uint64_t>(seed.item<int64_t>())};
+  if (seed.is_cpu()) return {nullptr, static_cast<uint64_t>(cpu_scalar<int64_t>(seed))};
   check_on_device_of(seed, x, "seed");
   return {seed.const_data_ptr<int64_t>(), 0};
 }

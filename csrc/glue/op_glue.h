@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
@@ -98,10 +99,26 @@ struct BackwardIO {
   ContiguousOutput grad_x, grad_logit;
 };
 
+// t in dtype `want`: the tensor itself when it already is (Tensor::to would still go through
+// the dispatcher, a few hundred nanoseconds of host time on every call).
+inline at::Tensor as_dtype(const at::Tensor& t, at::ScalarType want) {
+  return t.scalar_type() == want ? t : t.to(want);
+}
+
+// The value of a one-element CPU tensor, read directly: Tensor::item goes through the
+// dispatcher, and the ops read three such scalars (seed, mu, sigma) per call.
+template <class T>
+T cpu_scalar(const at::Tensor& t) {
+  T value{};
+  AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "infodrop_cpu_scalar",
+                             [&] { value = static_cast<T>(*t.const_data_ptr<scalar_t>()); });
+  return value;
+}
+
 inline BackwardIO backward_io(const at::Tensor& grad_z, const at::Tensor& grad_kl,
                               const at::Tensor& x, const at::Tensor& alpha_logit) {
-  return {grad_z.to(x.scalar_type()).contiguous(),
-          grad_kl.to(kl_dtype(x.scalar_type())).contiguous(),
+  return {as_dtype(grad_z, x.scalar_type()).contiguous(),
+          as_dtype(grad_kl, kl_dtype(x.scalar_type())).contiguous(),
           x.contiguous(),
           alpha_logit.contiguous(),
           ContiguousOutput(x),

@@ -1,6 +1,6 @@
 """The Triton kernels as PyTorch operators: torch.library.triton_op + wrap_triton, so that
-torch.compile traces into the kernels, with autograd through the fused backward (the logic
-shared with the compiled ops, infodrop/_ops.py).  The ops take the arguments of
+torch.compile traces into the kernels, with autograd through the fused backward as for the
+compiled ops (csrc/autograd.cpp).  The ops take the arguments of
 torch.ops.infodrop.information_dropout (same schema, namespace infodrop_triton)."""
 
 import contextlib
@@ -9,7 +9,6 @@ import torch
 import triton
 from torch.library import triton_op, wrap_triton
 
-from .. import _ops
 from .._spec import PRIORS, kl_dtype
 from . import kernels
 
@@ -71,6 +70,41 @@ def _device_scalars(x, seed, mu, sigma):
             sigma.reshape(()).to(x.device, compute))
 
 
+def _not_differentiable(grads, inputs):
+    """The gradients, made to raise when differentiated (double backward) wherever they depend
+    on something that requires grad, as csrc/autograd.cpp does.  once_differentiable looks at
+    the incoming gradients only, not at the saved x, so it would leave them without a grad_fn
+    and double backward would fail with an error that does not say why."""
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in inputs):
+        return grads
+    error = torch._C._functions.DelayedError(
+        b"infodrop_triton::information_dropout: its gradients are not differentiable (no double "
+        b"backward); use backend='reference' for higher-order derivatives", len(grads))
+    return error(*(g.detach().requires_grad_() for g in grads))
+
+
+def _register_autograd(forward_op: str, backward_op) -> None:
+    """Autograd of the Triton forward op through its backward op, as csrc/autograd.cpp does for
+    the compiled ops (the Triton kernels are Python-registered, so their autograd is too)."""
+
+    def setup_context(ctx, inputs, output):
+        x, alpha_logit, seed, offset, mu, sigma, *options = inputs
+        # The noise is not saved: the backward regenerates it from (seed, offset).
+        ctx.save_for_backward(x, alpha_logit, seed, mu, sigma)
+        ctx.offset = offset
+        ctx.options = options
+
+    def backward(ctx, grad_z, grad_kl):
+        x, alpha_logit, seed, mu, sigma = ctx.saved_tensors
+        grad_x, grad_logit, grad_mu, grad_sigma = _not_differentiable(
+            backward_op(grad_z, grad_kl, x, alpha_logit, seed, ctx.offset, mu, sigma,
+                        *ctx.options),
+            (grad_z, grad_kl, x, alpha_logit, mu, sigma))
+        return (grad_x, grad_logit, None, None, grad_mu, grad_sigma) + (None,) * len(ctx.options)
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
+
+
 @triton_op("infodrop_triton::information_dropout", mutates_args=())
 def information_dropout(x: torch.Tensor, alpha_logit: torch.Tensor, seed: torch.Tensor,
                         offset: int, mu: torch.Tensor, sigma: torch.Tensor, prior: str,
@@ -119,8 +153,21 @@ def information_dropout_backward(
             prior_grads[1].to(sigma.dtype).reshape(sigma.shape).clone())
 
 
-_ops.register_autograd("infodrop_triton::information_dropout",
-                       torch.ops.infodrop_triton.information_dropout_backward)
+_register_autograd("infodrop_triton::information_dropout",
+                   torch.ops.infodrop_triton.information_dropout_backward)
+
+
+def fused(x, alpha_logit, seed, offset, mu, sigma, *options):
+    """infodrop_triton::information_dropout as infodrop.information_dropout calls it.  Its
+    autograd is registered in Python without a forward-mode derivative, where PyTorch would
+    silently give zero tangents: forward-mode AD (and torch.func.jvp) raises instead, as for
+    the compiled ops."""
+    for t in (x, alpha_logit, mu, sigma):
+        if torch.autograd.forward_ad.unpack_dual(t).tangent is not None:
+            raise RuntimeError("infodrop_triton::information_dropout: forward-mode AD (jvp) is "
+                               "not implemented; use backend='reference' for forward-mode "
+                               "derivatives")
+    return information_dropout(x, alpha_logit, seed, offset, mu, sigma, *options)
 
 
 @triton_op("infodrop_triton::noise", mutates_args=())
