@@ -120,3 +120,32 @@ def test_backward_saves_only_the_inputs():
         infodrop.information_dropout(x, logit, seed=1)
     big = [t for t in saved if t.numel() > 1]
     assert len(big) == 2 and all(t.shape == x.shape for t in big)
+
+
+def test_compile_dynamic_fullgraph_matches_eager():
+    """The Python checks traced math.isfinite on symbolic floats: dynamic=True failed."""
+    def layer(x, logit, max_alpha):
+        return infodrop.information_dropout(x, logit, seed=5, max_alpha=max_alpha,
+                                            prior="log_normal", mu=0.1, sigma=1.5)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, dynamic=True, fullgraph=True)
+    for shape in [(4, 6), (3, 10)]:
+        x, logit = make_inputs(shape, prior="log_normal")
+        for got, want in zip(compiled(x, logit, 0.7), layer(x, logit, 0.7)):
+            torch.testing.assert_close(got, want)
+
+
+def test_a_network_of_layers_compiles_to_one_graph():
+    """Without fullgraph a 2-layer net split into 7 graphs."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(infodrop.InfoDropConv2d(3, 4, 3),
+                              infodrop.InfoDropConv2d(4, 4, 3, activation="softplus"))
+    x = torch.rand(2, 3, 12, 12)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(net)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    torch._dynamo.reset()
+    out = torch.compile(net, dynamic=True, fullgraph=True)(x)
+    out.sum().backward()
+    assert out.shape == (2, 4, 8, 8) and all(p.grad is not None for p in net.parameters())

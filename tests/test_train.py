@@ -104,3 +104,19 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
     assert "2 process(es)" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 2
+
+
+def test_checkpoint_with_a_pickled_callable_is_refused(tmp_path):
+    """torch.load(weights_only=False) would call os.system while unpickling this file."""
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo should-not-run > " + str(tmp_path / "ran"),))
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": {}, "args": {"model": "mlp"}, "image_shape": [1, 8, 8],
+                "payload": Payload()}, path)
+    with pytest.raises(ValueError, match="refusing to load checkpoint"):
+        train.load_checkpoint(path)
+    assert not (tmp_path / "ran").exists()

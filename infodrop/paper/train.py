@@ -9,6 +9,7 @@ Runs on one process, or under ``torchrun --nproc_per_node=N`` with DistributedDa
 import argparse
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -224,8 +225,16 @@ def build_from_args(args, image_shape):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """(model in eval mode, the run's arguments) from a checkpoint.pt of a run."""
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    """(model in eval mode, the run's arguments) from a checkpoint.pt of a run.
+
+    Loaded with weights_only=True: a checkpoint holds tensors, numbers, strings, lists and
+    dicts only, and unpickling anything else (a callable, an arbitrary class) could run code
+    from a file someone handed over."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"refusing to load checkpoint {path}: it holds objects other than "
+                         f"tensors, numbers, strings, lists and dicts ({error})") from None
     args = argparse.Namespace(**state["args"])
     model = build_from_args(args, tuple(state["image_shape"]))
     model.load_state_dict(state["model"])
