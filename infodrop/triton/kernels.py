@@ -15,11 +15,14 @@ log_normal_f32).
 import triton
 import triton.language as tl
 
-PHILOX_M0: tl.constexpr = 0xD2511F53
-PHILOX_M1: tl.constexpr = 0xCD9E8D57
-PHILOX_W0: tl.constexpr = 0x9E3779B9
-PHILOX_W1: tl.constexpr = 0xBB67AE85
-X_FLOOR: tl.constexpr = 1e-4  # floor of x inside log x (the authors' code)
+# SPEC's constants.  A @jit function may read a module global only when it is a tl.constexpr
+# *instance*: an annotated int (`PHILOX_M0: tl.constexpr = ...`) runs under TRITON_INTERPRET=1
+# but is a NameError when compiled for a GPU (tests/test_triton_aot.py compiles them).
+PHILOX_M0 = tl.constexpr(0xD2511F53)
+PHILOX_M1 = tl.constexpr(0xCD9E8D57)
+PHILOX_W0 = tl.constexpr(0x9E3779B9)
+PHILOX_W1 = tl.constexpr(0xBB67AE85)
+X_FLOOR = tl.constexpr(1e-4)  # floor of x inside log x (the authors' code)
 
 
 @triton.jit
