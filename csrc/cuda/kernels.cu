@@ -6,26 +6,20 @@
 //
 // One thread step covers whole Philox groups (4 consecutive logical elements): 4 floats or
 // doubles, or 8 halves (two groups), so that each step's loads are 16 bytes for 32- and 16-bit
-// types.  Steps are aligned to the global element index, not to the sample: a sample whose
-// length is not a multiple of the step shares its first and last step with its neighbours,
-// and those steps take the per-element path with bounds checks.
+// types.  Which thread takes which step of which sample, and which partial sum a block writes,
+// is walker.h's (tested on the CPU); this file does the memory accesses and the math.
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
-#include <algorithm>
 #include <cub/block/block_reduce.cuh>
 
 #include "cuda/kernels.h"
+#include "cuda/walker.h"
 
 namespace infodrop {
 namespace cuda {
 namespace {
-
-constexpr int kThreads = 256;
-// Enough resident blocks to fill an SM (2048 threads) without making the partial sums large.
-constexpr int kBlocksPerSm = 8;
-constexpr int64_t kMaxGridY = 65535;
 
 template <class T, int N>
 struct alignas(sizeof(T) * N) Pack {
@@ -52,11 +46,10 @@ __device__ __forceinline__ void step_noise(int64_t step, const StreamKey& key, b
 }
 
 // Elements i0 .. i0 + V - 1 of p, converted to S: one vector load (16 bytes; 32 for double)
-// when the whole step lies in [lo, hi) and the pointers are aligned, else element by element
-// within [lo, hi).
+// for a whole step, else element by element within the sample.
 template <int V, class T, class S>
 __device__ __forceinline__ void load_step(const T* __restrict__ p, int64_t i0, bool whole,
-                                          int64_t lo, int64_t hi, S (&v)[V]) {
+                                          const SampleSteps<V>& sample, S (&v)[V]) {
   if (whole) {
     const Pack<T, V> pack = *reinterpret_cast<const Pack<T, V>*>(p + i0);
 #pragma unroll
@@ -64,15 +57,14 @@ __device__ __forceinline__ void load_step(const T* __restrict__ p, int64_t i0, b
   } else {
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      const int64_t i = i0 + k;
-      v[k] = (i >= lo && i < hi) ? static_cast<S>(p[i]) : S(0);
+      v[k] = sample.has(i0 + k) ? static_cast<S>(p[i0 + k]) : S(0);
     }
   }
 }
 
 template <int V, class T, class S>
-__device__ __forceinline__ void store_step(T* __restrict__ p, int64_t i0, bool whole, int64_t lo,
-                                           int64_t hi, const S (&v)[V]) {
+__device__ __forceinline__ void store_step(T* __restrict__ p, int64_t i0, bool whole,
+                                           const SampleSteps<V>& sample, const S (&v)[V]) {
   if (whole) {
     Pack<T, V> pack;
 #pragma unroll
@@ -81,23 +73,8 @@ __device__ __forceinline__ void store_step(T* __restrict__ p, int64_t i0, bool w
   } else {
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      const int64_t i = i0 + k;
-      if (i >= lo && i < hi) p[i] = static_cast<T>(v[k]);
+      if (sample.has(i0 + k)) p[i0 + k] = static_cast<T>(v[k]);
     }
-  }
-}
-
-// The steps of sample b: blockIdx.x and threadIdx.x stride over them.  Calls f(step, whole,
-// begin, end) for each step of this thread.
-template <int V, class F>
-__device__ __forceinline__ void for_each_step(const Shape& shape, int64_t b, bool aligned, F&& f) {
-  const int64_t begin = b * shape.per_sample, end = begin + shape.per_sample;
-  const int64_t last = (end - 1) / V;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
-  for (int64_t step = begin / V + static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-       step <= last; step += stride) {
-    const int64_t i0 = step * V;
-    f(step, aligned && i0 >= begin && i0 + V <= end, begin, end);
   }
 }
 
@@ -111,27 +88,29 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ typename Reduce::TempStorage reduce_storage;
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
-  for (int64_t b = blockIdx.y; b < shape.samples; b += gridDim.y) {
+  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) {
+    const SampleSteps<V> sample(shape, b);
     S kl_sum = 0;
-    for_each_step<V>(shape, b, aligned, [&](int64_t step, bool whole, int64_t lo, int64_t hi) {
+    for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x, [&](int64_t step) {
+      const bool whole = sample.whole(step, aligned);
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);
       S xv[V], lv[V], zv[V];
-      load_step(x, i0, whole, lo, hi, xv);
-      load_step(logit, i0, whole, lo, hi, lv);
+      load_step(x, i0, whole, sample, xv);
+      load_step(logit, i0, whole, sample, lv);
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         const ForwardOut<S> out = forward_element(xv[k], lv[k], static_cast<S>(eps[k]), p);
         zv[k] = out.z;
-        if (whole || (i0 + k >= lo && i0 + k < hi)) kl_sum += out.kl;
+        if (whole || sample.has(i0 + k)) kl_sum += out.kl;
       }
-      store_step(z, i0, whole, lo, hi, zv);
+      store_step(z, i0, whole, sample, zv);
     });
     const S block_sum = Reduce(reduce_storage).Sum(kl_sum);
-    if (threadIdx.x == 0) kl_partials[b * gridDim.x + blockIdx.x] = block_sum;
+    if (threadIdx.x == 0) kl_partials[partial_slot(b, gridDim.x, blockIdx.x)] = block_sum;
     __syncthreads();  // reduce_storage is reused for the next sample
-  }
+  });
 }
 
 template <class T, class S>
@@ -146,67 +125,64 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ typename Reduce::TempStorage reduce_storage;
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
-  for (int64_t b = blockIdx.y; b < shape.samples; b += gridDim.y) {
+  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) {
+    const SampleSteps<V> sample(shape, b);
     const S weight = grad_kl[b];
     S dmu_sum = 0, dsigma_sum = 0;
-    for_each_step<V>(shape, b, aligned, [&](int64_t step, bool whole, int64_t lo, int64_t hi) {
+    for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x, [&](int64_t step) {
+      const bool whole = sample.whole(step, aligned);
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);
       S gzv[V], xv[V], lv[V], gxv[V], glv[V];
-      load_step(grad_z, i0, whole, lo, hi, gzv);
-      load_step(x, i0, whole, lo, hi, xv);
-      load_step(logit, i0, whole, lo, hi, lv);
+      load_step(grad_z, i0, whole, sample, gzv);
+      load_step(x, i0, whole, sample, xv);
+      load_step(logit, i0, whole, sample, lv);
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         const BackwardOut<S> out =
             backward_element(gzv[k], weight, xv[k], lv[k], static_cast<S>(eps[k]), p);
         gxv[k] = out.grad_x;
         glv[k] = out.grad_logit;
-        if (whole || (i0 + k >= lo && i0 + k < hi)) {
+        if (whole || sample.has(i0 + k)) {
           dmu_sum += out.dmu;
           dsigma_sum += out.dsigma;
         }
       }
-      store_step(grad_x, i0, whole, lo, hi, gxv);
-      store_step(grad_logit, i0, whole, lo, hi, glv);
+      store_step(grad_x, i0, whole, sample, gxv);
+      store_step(grad_logit, i0, whole, sample, glv);
     });
     if (prior_partials != nullptr) {
       const S dmu_block = Reduce(reduce_storage).Sum(dmu_sum);
       __syncthreads();
       const S dsigma_block = Reduce(reduce_storage).Sum(dsigma_sum);
       if (threadIdx.x == 0) {
-        S* out = prior_partials + 2 * (b * gridDim.x + blockIdx.x);
+        S* out = prior_partials + 2 * partial_slot(b, gridDim.x, blockIdx.x);
         out[0] = weight * dmu_block;
         out[1] = weight * dsigma_block;
       }
       __syncthreads();
     }
-  }
+  });
 }
 
 __global__ void __launch_bounds__(kThreads)
     noise_kernel(float* __restrict__ out, int64_t n, uint64_t start, bool aligned, SeedRef seed,
                  uint64_t offset) {
   const StreamKey key(read_seed(seed), offset);
-  const uint64_t first = start >> 2;
-  const uint64_t groups = ((start + static_cast<uint64_t>(n) - 1) >> 2) - first + 1;
-  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * kThreads;
-  for (uint64_t t = static_cast<uint64_t>(blockIdx.x) * kThreads + threadIdx.x; t < groups;
-       t += stride) {
-    const uint64_t group = first + t, i0 = group << 2;
+  const NoiseGroups groups(start, n);
+  for_each_group(groups, blockIdx.x, gridDim.x, threadIdx.x, [&](uint64_t group) {
+    const uint64_t i0 = group << 2;
     float eps[4];
     noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key, eps);
-    if (aligned && i0 >= start && i0 - start + 4 <= static_cast<uint64_t>(n)) {
+    if (groups.whole(group, aligned)) {
       *reinterpret_cast<float4*>(out + (i0 - start)) = make_float4(eps[0], eps[1], eps[2], eps[3]);
     } else {
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const uint64_t i = i0 + k;
-        if (i >= start && i - start < static_cast<uint64_t>(n)) out[i - start] = eps[k];
-      }
+      for (int k = 0; k < 4; ++k)
+        if (groups.has(i0 + k)) out[i0 + k - start] = eps[k];
     }
-  }
+  });
 }
 
 int resident_blocks() {
@@ -217,19 +193,13 @@ int resident_blocks() {
 }
 
 dim3 sample_grid(const Shape& shape, int blocks) {
-  return dim3(static_cast<unsigned>(blocks),
-              static_cast<unsigned>(std::min(shape.samples, kMaxGridY)));
+  return dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(grid_rows(shape.samples)));
 }
 
 }  // namespace
 
 int blocks_per_sample(const Shape& shape, int element_bytes) {
-  // +2: a sample can begin and end inside a step
-  const int64_t steps = shape.per_sample / elements_per_step(element_bytes) + 2;
-  const int64_t wanted = (steps + kThreads - 1) / kThreads;
-  const int64_t rows = std::min(shape.samples, kMaxGridY);
-  const int64_t budget = std::max<int64_t>(1, resident_blocks() / std::max<int64_t>(1, rows));
-  return static_cast<int>(std::max<int64_t>(1, std::min(wanted, budget)));
+  return blocks_per_sample_of(shape, element_bytes, resident_blocks());
 }
 
 template <class T, class S>
@@ -254,8 +224,7 @@ void launch_backward(const T* grad_z, const S* grad_kl, const T* x, const T* log
 
 void launch_noise(float* out, int64_t n, uint64_t start, bool aligned, SeedRef seed,
                   uint64_t offset, cudaStream_t stream) {
-  const uint64_t groups = ((start + static_cast<uint64_t>(n) - 1) >> 2) - (start >> 2) + 1;
-  const uint64_t blocks = std::min<uint64_t>((groups + kThreads - 1) / kThreads, resident_blocks());
+  const uint64_t blocks = noise_blocks(NoiseGroups(start, n), resident_blocks());
   noise_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(out, n, start, aligned, seed,
                                                                        offset);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "cuda/walker.h"
 #include "infodrop/elementwise.h"
 
 namespace infodrop {
@@ -19,20 +20,10 @@ struct SeedRef {
   uint64_t host;
 };
 
-// The work of one op call on contiguous tensors of `samples` x `per_sample` elements.
-struct Shape {
-  int64_t samples, per_sample;
-};
-
-// Elements per thread step: whole Philox groups of 4, and 16 bytes of 16-bit types (8 halves).
-// Whole steps are loaded and stored at once where the pointers are aligned to a step's bytes.
-INFODROP_HD constexpr int elements_per_step(int element_bytes) {
-  return element_bytes >= 4 ? 4 : 16 / element_bytes;
-}
-
-// Blocks per sample of the forward and backward kernels for elements of `element_bytes` bytes:
-// the caller allocates samples x blocks partial sums.  Launch grids are (blocks, min(samples,
-// 65535)); more samples are walked by a grid-stride loop.
+// Blocks per sample of the forward and backward kernels for elements of `element_bytes` bytes
+// on the current GPU (walker.h's blocks_per_sample_of): the caller allocates samples x blocks
+// partial sums.  Launch grids are (blocks, grid_rows(samples)); more samples than grid rows
+// are walked by a loop over the rows.
 int blocks_per_sample(const Shape& shape, int element_bytes);
 
 // z and, per sample b and block k, kl_partials[b * blocks + k] (the caller sums over k: a

@@ -1,4 +1,4 @@
-"""Triton kernels of the infodrop ops: the math of SPEC.md sections 1 and 3 re-expressed in
+"""Triton kernels of the infodrop ops: the math of docs/spec.md sections 1 and 3 re-expressed in
 Triton (the C++/CUDA backends share csrc/infodrop/elementwise.h; Triton cannot include it).
 
 Each program takes GROUPS Philox groups of 4 consecutive logical elements as a [GROUPS, 4]
@@ -6,7 +6,7 @@ tile, so one Philox call serves four elements, as in the CUDA kernel.  The forwa
 programs belong to one sample (program id = sample * blocks + block), so the per-sample sums
 are one partial per program, summed by the caller in a fixed order (deterministic).
 
-The noise is the exact stream of SPEC section 3 (Philox4x32-10 written with tl.umulhi, not
+The noise is the exact stream of docs/spec.md section 3 (Philox4x32-10 written with tl.umulhi, not
 tl.randn, whose stream differs), in float32; backends agree to float32 rounding, not bit for
 bit.  exp, sin, cos and the KL's log are Triton's; Box-Muller's log is our own (see
 log_normal_f32).
@@ -15,11 +15,17 @@ log_normal_f32).
 import triton
 import triton.language as tl
 
-PHILOX_M0: tl.constexpr = 0xD2511F53
-PHILOX_M1: tl.constexpr = 0xCD9E8D57
-PHILOX_W0: tl.constexpr = 0x9E3779B9
-PHILOX_W1: tl.constexpr = 0xBB67AE85
-X_FLOOR: tl.constexpr = 1e-4  # floor of x inside log x (the authors' code)
+from .. import _spec
+
+# The spec's constants (infodrop/_spec.py).  A @jit function may read a module global only
+# when it is a tl.constexpr *instance*: an annotated int (`PHILOX_M0: tl.constexpr = ...`) runs
+# under TRITON_INTERPRET=1 but is a NameError when compiled for a GPU
+# (tests/test_triton_aot.py compiles them).
+PHILOX_M0 = tl.constexpr(_spec.PHILOX_M0)
+PHILOX_M1 = tl.constexpr(_spec.PHILOX_M1)
+PHILOX_W0 = tl.constexpr(_spec.PHILOX_W0)
+PHILOX_W1 = tl.constexpr(_spec.PHILOX_W1)
+X_FLOOR = tl.constexpr(_spec.X_FLOOR)  # floor of x inside log x (the authors' code)
 
 
 @triton.jit
@@ -97,7 +103,7 @@ def noise_tile(groups, seed_ptr, offset_lo, offset_hi):
 
 @triton.jit
 def to_compute(v, FLOAT64: tl.constexpr):
-    """float64 math for float64 tensors, float32 for the others (SPEC section 4)."""
+    """float64 math for float64 tensors, float32 for the others (docs/spec.md section 4)."""
     if FLOAT64:
         return v.to(tl.float64)
     else:

@@ -1,0 +1,140 @@
+// The CUDA kernels' walk over memory: the launch grid, which thread takes which elements of
+// which sample, whether a step is one vector access or element by element, and which partial
+// sum a block writes.  Plain integer arithmetic in host-device functions, no CUDA headers, so
+// that tests/test_cuda_walker.py compiles it with the host compiler and enumerates every
+// (block, thread, step) of a launch on the CPU (tests/cuda_walker_harness.cpp): no GPU has run
+// this code, and it decides where every element is read and written.
+#pragma once
+
+#include <cstdint>
+
+#include "infodrop/lanes.h"
+
+namespace infodrop {
+namespace cuda {
+
+constexpr int kThreads = 256;
+// Enough resident blocks to fill an SM (2048 threads) without making the partial sums large.
+constexpr int kBlocksPerSm = 8;
+// CUDA's limit on gridDim.y; more samples are walked by a loop over grid rows.
+constexpr int64_t kMaxGridY = 65535;
+
+// The work of one op call on contiguous tensors of `samples` x `per_sample` elements.
+struct Shape {
+  int64_t samples, per_sample;
+};
+
+// Elements per thread step: whole Philox groups of 4, and 16 bytes of 16-bit types (8 halves).
+// Whole steps are loaded and stored at once where the pointers are aligned to a step's bytes.
+INFODROP_HD constexpr int elements_per_step(int element_bytes) {
+  return element_bytes >= 4 ? 4 : 16 / element_bytes;
+}
+
+// Grid rows (gridDim.y) of the forward and backward launches: one per sample up to max_rows.
+INFODROP_HD int64_t grid_rows(int64_t samples, int64_t max_rows = kMaxGridY) {
+  return samples < max_rows ? samples : max_rows;
+}
+
+// Blocks per sample (gridDim.x) when `resident_blocks` blocks fit on the GPU at once: enough
+// for the sample's steps, but no more than a share of the resident blocks per grid row.
+INFODROP_HD int blocks_per_sample_of(const Shape& shape, int element_bytes, int resident_blocks,
+                                     int64_t max_rows = kMaxGridY) {
+  // +2: a sample can begin and end inside a step
+  const int64_t steps = shape.per_sample / elements_per_step(element_bytes) + 2;
+  const int64_t wanted = (steps + kThreads - 1) / kThreads;
+  const int64_t rows = grid_rows(shape.samples, max_rows);
+  const int64_t share = resident_blocks / (rows > 1 ? rows : 1);
+  const int64_t budget = share > 1 ? share : 1;
+  const int64_t blocks = wanted < budget ? wanted : budget;
+  return static_cast<int>(blocks > 1 ? blocks : 1);
+}
+
+// Calls f(b) for each sample b of grid row `row` of `rows` (blockIdx.y of gridDim.y).
+template <class F>
+INFODROP_HD void for_each_sample(int64_t samples, unsigned row, unsigned rows, F&& f) {
+  for (int64_t b = row; b < samples; b += rows) f(b);
+}
+
+// The steps of sample b, V elements each.  Steps are aligned to the global element index, not
+// to the sample: a sample whose length is not a multiple of V shares its first and last step
+// with its neighbours, and those steps take the per-element path with bounds checks.
+template <int V>
+struct SampleSteps {
+  int64_t begin, end;   // the sample's elements [begin, end)
+  int64_t first, stop;  // its steps [first, stop); step s covers elements s * V .. s * V + V - 1
+
+  INFODROP_HD SampleSteps(const Shape& shape, int64_t b)
+      : begin(b * shape.per_sample),
+        end(begin + shape.per_sample),
+        first(begin / V),
+        stop(end > begin ? (end + V - 1) / V : first) {}
+
+  // Whether element i belongs to this sample (the per-element path's bounds check).
+  INFODROP_HD bool has(int64_t i) const { return i >= begin && i < end; }
+
+  // Whether `step` is one vector access: all its elements in this sample and the pointers
+  // aligned to V elements (then p + step * V is, too).
+  INFODROP_HD bool whole(int64_t step, bool aligned) const {
+    return aligned && step * V >= begin && step * V + V <= end;
+  }
+};
+
+// Calls f(step) for the steps of thread `thread` of block `block` of `blocks` (threadIdx.x,
+// blockIdx.x, gridDim.x) among the steps of one sample: a grid-stride loop.
+template <int V, class F>
+INFODROP_HD void for_each_step(const SampleSteps<V>& steps, unsigned block, unsigned blocks,
+                               unsigned thread, F&& f) {
+  const int64_t stride = static_cast<int64_t>(blocks) * kThreads;
+  for (int64_t step = steps.first + static_cast<int64_t>(block) * kThreads + thread;
+       step < steps.stop; step += stride)
+    f(step);
+}
+
+// The partial sum that block `block` of `blocks` writes for sample b: the caller allocates
+// samples x blocks of them (uninitialised) and sums over the blocks.
+INFODROP_HD int64_t partial_slot(int64_t b, unsigned blocks, unsigned block) {
+  return b * blocks + block;
+}
+
+// The noise kernel: out[j] = eps at stream index start + j, j < n, one Philox group (4 stream
+// indices) per thread step.
+struct NoiseGroups {
+  uint64_t start, n;
+  uint64_t first, count;  // groups first .. first + count - 1 cover the n indices
+
+  INFODROP_HD NoiseGroups(uint64_t start_, int64_t n_)
+      : start(start_),
+        n(static_cast<uint64_t>(n_)),
+        first(start_ >> 2),
+        count(n_ > 0 ? ((start_ + static_cast<uint64_t>(n_) - 1) >> 2) - (start_ >> 2) + 1 : 0) {}
+
+  // Whether stream index i is one of out's.
+  INFODROP_HD bool has(uint64_t i) const { return i >= start && i - start < n; }
+
+  // Whether group g is one float4 store: all of it in out, out 16-byte aligned and start a
+  // multiple of 4 (`aligned` says both).
+  INFODROP_HD bool whole(uint64_t g, bool aligned) const {
+    return aligned && (g << 2) >= start && (g << 2) - start + 4 <= n;
+  }
+};
+
+// Blocks of the noise kernel: one thread per group, at most `resident_blocks` (a grid-stride
+// loop takes the rest).
+INFODROP_HD uint64_t noise_blocks(const NoiseGroups& groups, int resident_blocks) {
+  const uint64_t wanted = (groups.count + kThreads - 1) / kThreads;
+  return wanted < static_cast<uint64_t>(resident_blocks) ? wanted
+                                                         : static_cast<uint64_t>(resident_blocks);
+}
+
+// Calls f(group) for the groups of thread `thread` of block `block` of `blocks`.
+template <class F>
+INFODROP_HD void for_each_group(const NoiseGroups& groups, unsigned block, unsigned blocks,
+                                unsigned thread, F&& f) {
+  const uint64_t stride = static_cast<uint64_t>(blocks) * kThreads;
+  for (uint64_t t = static_cast<uint64_t>(block) * kThreads + thread; t < groups.count;
+       t += stride)
+    f(groups.first + t);
+}
+
+}  // namespace cuda
+}  // namespace infodrop

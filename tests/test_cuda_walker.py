@@ -1,0 +1,113 @@
+"""The CUDA kernels' walk over memory (csrc/cuda/walker.h) on the CPU: tests/cuda_walker_harness.cpp,
+built with the host compiler, enumerates every (block, thread, step) of a launch and checks that
+every element is read and written exactly once, by its own sample, and summed once into that
+sample's partial; and for the noise kernel that every output is written once with its own
+stream index.  No GPU has run kernels.cu: this is what says it touches the right memory."""
+
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+HARNESS = ROOT / "tests" / "cuda_walker_harness.cpp"
+WALKER = ROOT / "csrc" / "cuda" / "walker.h"
+CXX = shutil.which("g++") or shutil.which("c++")
+
+pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) to build the harness")
+
+# The step widths: 4 elements for 8- and 4-byte types, 8 for 2-byte types.
+ELEMENT_BYTES = (8, 4, 2)
+# (samples, per_sample): one-element samples, samples shorter than a step, ragged lengths
+# whose steps straddle two samples, lengths that are multiples of a step, and empty samples
+SHAPES = [(1, 1), (5, 1), (3, 3), (2, 7), (7, 13), (4, 8), (3, 1030), (6, 0), (1, 2049)]
+
+
+def _step_launches():
+    launches = []
+    for element_bytes in ELEMENT_BYTES:
+        for aligned in (1, 0):
+            for samples, per_sample in SHAPES:
+                launches.append(f"steps {samples} {per_sample} {element_bytes} {aligned} 1056 65535")
+            # many blocks per sample, each thread taking several steps (grid-stride loop)
+            launches.append(f"steps 2 100001 {element_bytes} {aligned} 6 65535")
+            # more samples than grid rows (a 5-row grid): the loop over samples, and a row
+            # taking samples of different first steps
+            launches.append(f"steps 23 9 {element_bytes} {aligned} 1056 5")
+            launches.append(f"steps 11 1031 {element_bytes} {aligned} 16 4")
+    return launches
+
+
+# (n, start): heads and tails inside a group, starts beyond 2**32 groups, many blocks
+NOISE = [(1, 0), (1, 3), (3, 2), (4, 4), (5, 7), (1000, 1), (1000, 8), (65539, 4 * 2**33 + 2),
+         (200003, 12)]
+
+
+def _noise_launches():
+    # aligned only where start % 4 == 0 (ops_cuda.cpp decides it so)
+    return [f"noise {n} {start} {aligned} {resident}" for n, start in NOISE
+            for aligned in ({0, int(start % 4 == 0)}) for resident in (1, 3, 1056)]
+
+
+def _build(directory: pathlib.Path, walker_dir: pathlib.Path) -> pathlib.Path:
+    binary = directory / "harness"
+    subprocess.run([CXX, "-std=c++17", "-O2", "-Wall", "-Werror", f"-I{walker_dir}",
+                    str(HARNESS), "-o", str(binary)], check=True, capture_output=True, text=True)
+    return binary
+
+
+def _run(binary: pathlib.Path, launches):
+    result = subprocess.run([str(binary)], input="\n".join(launches) + "\n", check=True,
+                            capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(launches)
+    return dict(zip(launches, lines))
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("walker"), ROOT / "csrc")
+
+
+def test_every_element_once_by_its_sample_and_every_partial_once(harness):
+    results = _run(harness, _step_launches())
+    failed = {launch: line for launch, line in results.items() if not line.startswith("ok ")}
+    assert not failed
+    # the cases meant to need them did get several blocks and fewer rows than samples
+    assert results["steps 2 100001 4 1 6 65535"] == "ok 3 2"
+    assert results["steps 23 9 2 0 1056 5"] == "ok 1 5"
+
+
+def test_noise_writes_every_output_once_with_its_stream_index(harness):
+    results = _run(harness, _noise_launches())
+    failed = {launch: line for launch, line in results.items() if not line.startswith("ok ")}
+    assert not failed
+    assert results["noise 200003 12 1 3"] == "ok 3 1"  # a grid-stride loop over the groups
+
+
+# Mutations of walker.h that each break one invariant; the harness must catch every one (a
+# check that cannot fail checks nothing).
+MUTANTS = {
+    "last ragged step dropped": ("stop(end > begin ? (end + V - 1) / V : first)",
+                                 "stop(end > begin ? end / V : first)"),
+    "whole step past the sample's end": ("step * V + V <= end", "step * V + V <= end + 1"),
+    "partial slots shared by blocks": ("return b * blocks + block;", "return b * blocks;"),
+    "grid rows not stepped": ("b += rows", "b += rows + 1"),
+    "float4 store past out's end": ("(g << 2) - start + 4 <= n", "(g << 2) - start + 3 <= n"),
+    "noise groups one short": ("((start_ + static_cast<uint64_t>(n_) - 1) >> 2) - (start_ >> 2) + 1",
+                               "((start_ + static_cast<uint64_t>(n_) - 1) >> 2) - (start_ >> 2)"),
+}
+
+
+@pytest.mark.parametrize("mutant", MUTANTS)
+def test_harness_catches_a_broken_walker(mutant, tmp_path):
+    original, broken = MUTANTS[mutant]
+    source = WALKER.read_text()
+    assert source.count(original) == 1, f"walker.h changed: update the mutant {mutant!r}"
+    (tmp_path / "infodrop").mkdir()
+    (tmp_path / "cuda").mkdir()
+    shutil.copy(ROOT / "csrc" / "infodrop" / "lanes.h", tmp_path / "infodrop" / "lanes.h")
+    (tmp_path / "cuda" / "walker.h").write_text(source.replace(original, broken))
+    results = _run(_build(tmp_path, tmp_path), _step_launches() + _noise_launches())
+    assert any(line.startswith("FAIL ") for line in results.values())
