@@ -223,3 +223,13 @@ def test_cpu_kernels_overflow_like_the_reference(isa):
 def test_triton_kernels_overflow_like_the_reference():
     result = _run_edges("triton", {"TRITON_INTERPRET": "1"})
     assert result.returncode == 0 and result.stdout.split() == ["ok"], result.stderr
+
+
+@requires_compiled
+def test_cap_beyond_float32_is_rejected_by_the_op():
+    """1 / (alpha_min + max_alpha) must be a normal float32 (the kernels compute in float32)."""
+    x = torch.ones(2, 4)
+    args = (torch.tensor([1]), 0, torch.tensor(0.0), torch.tensor(1.0), "log_uniform")
+    torch.ops.infodrop.information_dropout(x, x, *args, 1e37, 1e-3, False, False, True)
+    with pytest.raises(RuntimeError, match="alpha_min \\+ max_alpha must be below 2\\^126"):
+        torch.ops.infodrop.information_dropout(x, x, *args, 1e38, 1e-3, False, False, True)
