@@ -70,7 +70,8 @@ def _harness(tmp_path):
 def _evaluate(exe, xs):
     out = subprocess.run([str(exe)], input="".join(float(x).hex() + "\n" for x in xs),
                          capture_output=True, text=True, check=True).stdout.split("\n")
-    rows = [[float.fromhex(w) if "0x" in w else float(w) for w in line.split()] for line in out if line]
+    rows = [[float.fromhex(w) if "0x" in w else float(w) for w in line.split()]
+            for line in out if line]
     assert len(rows) == len(xs)
     return torch.tensor(rows, dtype=torch.float64).T
 
@@ -132,7 +133,8 @@ def run(x, logit, **options):
     for fused in (True, False):
         xr, lr = x.clone().requires_grad_(), logit.clone().requires_grad_()
         if fused:
-            z, kl = infodrop.information_dropout(xr, lr, seed=3, offset=1, backend=backend, **options)
+            z, kl = infodrop.information_dropout(xr, lr, seed=3, offset=1, backend=backend,
+                                                 **options)
         else:
             z, kl = reference.information_dropout(xr, lr, infodrop.noise(x.shape, 3, 1), **options)
         (z.sum() + kl.sum()).backward()
@@ -212,7 +214,8 @@ def _cpu_flags():
 @requires_compiled
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
 def test_cpu_kernels_overflow_like_the_reference(isa):
-    needs = {"avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"}, "avx2": {"avx2", "fma", "f16c"}}
+    needs = {"avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"},
+             "avx2": {"avx2", "fma", "f16c"}}
     if not needs.get(isa, set()) <= _cpu_flags():
         pytest.skip(f"this CPU cannot run the {isa} kernels")
     result = _run_edges("cpu", {"INFODROP_CPU_ISA": isa})

@@ -107,19 +107,21 @@ INFODROP_HD void fast_sincos_2pi(F u, F& sin_out, F& cos_out) {
 constexpr float kExpOverflowF = 88.72283935546875f;
 constexpr double kExpOverflowD = 709.7827128933841;
 
-// sigmoid(x) and 1 - sigmoid(x), the second without cancellation.  From e = exp(-|x|) in [0, 1]:
-// 1 + e is a normal number (as reciprocal needs) and nothing overflows, whatever x.  s is 0
-// where exp(-x) overflows, as in 1 / (1 + exp(-x)), which torch.sigmoid and so the reference
-// compute: with alpha_min = 0 the KL is then +inf where the reference's is.
+// sigmoid(x) and 1 - sigmoid(x), the second without cancellation (e / (1 + e), e = exp(-x)).
 template <class F>
 INFODROP_HD void fast_sigmoid(F x, F& s, F& one_minus_s) {
-  using U = LanesUint<F>;
-  const F e = fast_exp(as_float(as_uint(x) | U(0x80000000u)));  // exp(-|x|); NaN stays NaN
-  const F large = reciprocal(F(1.0f) + e);
-  const F small = e * large;
-  const auto negative = x < F(0.0f);
-  s = select(negative, select(x > F(-kExpOverflowF), small, F(0.0f)), large);
-  one_minus_s = select(negative, large, small);
+  const F e = fast_exp(-x);
+  s = reciprocal(F(1.0f) + e);  // 1 + e in [1, e^87] for x >= -87: normal, as reciprocal needs
+  one_minus_s = e * s;
+  // Below -87, e is huge or inf (the SIMD reciprocal of inf is NaN) and sigmoid(x) = exp(x) to
+  // float precision; it is 0 where exp(-x) overflows, as 1 / (1 + exp(-x)) (torch.sigmoid, so
+  // the reference) is: with alpha_min = 0 the KL is then +inf where the reference's is.  Such
+  // lanes are rare: a branch, not selects on every lane (those cost the AVX2 kernels ~5%).
+  const auto low = x < F(-87.0f);
+  if (any_(low)) {
+    s = select(low, select(x > F(-kExpOverflowF), fast_exp(x), F(0.0f)), s);
+    one_minus_s = select(low, F(1.0f), one_minus_s);
+  }
 }
 
 INFODROP_HD double fast_log(double x) { return log(x); }
