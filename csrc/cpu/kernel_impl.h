@@ -98,8 +98,11 @@ struct DoubleLanes {
 };
 
 // Without noise (evaluation) eps is never read: skip the generator, the costliest part.
+// Forced inline, as the block lambdas below: each block is called twice (full blocks and the
+// padded tail), and GCC made these out-of-line calls, eps handed back through memory.
 template <class L>
-void noise_or_zero(bool apply_noise, uint64_t index, const StreamKey& key, typename L::E eps[4]) {
+INFODROP_HD void noise_or_zero(bool apply_noise, uint64_t index, const StreamKey& key,
+                               typename L::E eps[4]) {
   if (apply_noise) {
     L::noise_block(index, key, eps);
   } else {
@@ -123,7 +126,8 @@ void forward_segment(const T* x, const T* logit, T* z, int64_t n, uint64_t index
   // and re-broadcast every constant in every block.
   const Params<S> p = p_in;
   const StreamKey key = key_in;
-  const auto block = [&](const T* xb, const T* lb, T* zb, uint64_t index, int64_t valid) {
+  const auto block = [&](const T* xb, const T* lb, T* zb, uint64_t index, int64_t valid)
+      __attribute__((always_inline)) {
     E eps[4], acc(S(0));
     noise_or_zero<L>(p.apply_noise, index, key, eps);
     for (int k = 0; k < 4; ++k) {
@@ -167,7 +171,7 @@ void backward_segment(const T* grad_z, typename L::S grad_kl, const T* x, const 
   const StreamKey key = key_in;
   E dmu(S(0)), dsigma(S(0));
   const auto block = [&](const T* gzb, const T* xb, const T* lb, T* gxb, T* glb, uint64_t index,
-                         int64_t valid) {
+                         int64_t valid) __attribute__((always_inline)) {
     E eps[4];
     noise_or_zero<L>(p.apply_noise, index, key, eps);
     for (int k = 0; k < 4; ++k) {

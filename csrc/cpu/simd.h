@@ -31,6 +31,7 @@ namespace INFODROP_ISA {
 constexpr int kLanes = INFODROP_SIMD_BYTES / 4;
 
 // The scalar versions stay visible beside the vector overloads below (scalar head elements).
+using ::infodrop::any_;
 using ::infodrop::as_float;
 using ::infodrop::as_uint;
 using ::infodrop::max_;
@@ -39,6 +40,7 @@ using ::infodrop::low_words;
 using ::infodrop::mulhilo;
 using ::infodrop::reciprocal;
 using ::infodrop::round_to_int;
+using ::infodrop::scale_pow2;
 using ::infodrop::select;
 using ::infodrop::signed_to_float;
 using ::infodrop::sqrt_;
@@ -94,6 +96,19 @@ INFODROP_HD VFloat select(Mask m, VFloat a, VFloat b) {
 INFODROP_HD VUint select(Mask m, VUint a, VUint b) {
   return VUint((a.v & (vu_t)m.m) | (b.v & ~(vu_t)m.m));
 }
+INFODROP_HD bool any_(Mask m) {
+#if defined(INFODROP_TARGET_AVX512)
+  return _mm512_test_epi32_mask((__m512i)m.m, (__m512i)m.m) != 0;
+#elif defined(INFODROP_TARGET_AVX2)
+  return _mm256_movemask_ps((__m256)m.m) != 0;
+#elif defined(INFODROP_TARGET_SSE2)
+  return _mm_movemask_ps((__m128)m.m) != 0;
+#else
+  int any = 0;
+  for (int j = 0; j < kLanes; ++j) any |= m.m[j];
+  return any != 0;
+#endif
+}
 INFODROP_HD VFloat signed_to_float(VUint a) { return VFloat(__builtin_convertvector((vi_t)a.v, vf_t)); }
 // NaN in a propagates, as in lanes.h
 INFODROP_HD VFloat min_(VFloat a, VFloat b) { return select(b < a, b, a); }
@@ -101,6 +116,18 @@ INFODROP_HD VFloat max_(VFloat a, VFloat b) { return select(b > a, b, a); }
 
 INFODROP_HD VUint round_to_int(VFloat a) {
   return as_uint(a + VFloat(kRoundMagic)) - as_uint(VFloat(kRoundMagic));
+}
+
+// y * 2^n, rounded once as IEEE does (see lanes.h): vscalefps does exactly that in one
+// instruction; other ISAs multiply by two normal powers of 2.
+INFODROP_HD VFloat scale_pow2(VFloat y, VUint n, VFloat nf) {
+#if defined(INFODROP_TARGET_AVX512)
+  (void)n;
+  return VFloat((vf_t)_mm512_scalef_ps((__m512)y.v, (__m512)nf.v));
+#else
+  (void)nf;
+  return scale_pow2_by_halves(y, n);
+#endif
 }
 
 // sqrt of a positive normal a (all that Box-Muller takes, see lanes.h): the hardware reciprocal

@@ -56,6 +56,12 @@ inline OpOptions check_op_inputs(const at::Tensor& x, const at::Tensor& alpha_lo
               "infodrop: max_alpha must be a positive number, got ", max_alpha);
   TORCH_CHECK(std::isfinite(alpha_min) && alpha_min >= 0,
               "infodrop: alpha_min must be a non-negative number, got ", alpha_min);
+  // The kernels compute in float32 (but for float64 inputs) with 1 / (alpha_min + max_alpha):
+  // beyond 2^126 it is subnormal and loses bits, beyond FLT_MAX the cap itself is inf and the KL
+  // NaN.  No other bound is needed: exp overflows to inf as the reference's does.
+  TORCH_CHECK(alpha_min + max_alpha < 0x1p126,
+              "infodrop: alpha_min + max_alpha must be below 2^126 (8.5e37), so that the cap and "
+              "its reciprocal are normal float32 numbers, got ", alpha_min + max_alpha);
   TORCH_CHECK(prior == "log_uniform" || prior == "log_normal",
               "infodrop: prior must be 'log_uniform' or 'log_normal', got '", prior, "'");
   return {prior == "log_uniform" ? Prior::LogUniform : Prior::LogNormal, max_alpha, alpha_min,

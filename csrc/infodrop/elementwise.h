@@ -56,7 +56,7 @@ INFODROP_HD auto uniform_from_bits(U r) {
 // Box-Muller on one pair of Philox words: eps for the even lane (cos) and the odd lane (sin).
 template <class U, class F>
 INFODROP_HD void box_muller(U a, U b, F& eps_even, F& eps_odd) {
-  const F rad = sqrt_(F(-2.0f) * fast_log(uniform_from_bits(a)));
+  const F rad = sqrt_(F(-2.0f) * log_of_normal(uniform_from_bits(a)));
   F sin_t, cos_t;
   fast_sincos_2pi(uniform_from_bits(b), sin_t, cos_t);
   eps_even = rad * cos_t;

@@ -53,6 +53,9 @@ INFODROP_HD void mulhilo(uint32_t a, uint32_t m, uint32_t& hi, uint32_t& lo) {
 template <class T>
 INFODROP_HD T select(bool m, T a, T b) { return m ? a : b; }
 
+// Whether any lane of a mask is set (a branch around work that rare lanes need).
+INFODROP_HD bool any_(bool m) { return m; }
+
 // uint32 bit pattern read as a signed int32, converted to float (exponent arithmetic).
 INFODROP_HD float signed_to_float(uint32_t u) { return static_cast<float>(static_cast<int32_t>(u)); }
 INFODROP_HD float unsigned_to_float(uint32_t u) { return static_cast<float>(u); }
@@ -60,6 +63,20 @@ INFODROP_HD float unsigned_to_float(uint32_t u) { return static_cast<float>(u); 
 // leaves the integer in the low mantissa bits.  Every lane type rounds this same way.
 constexpr float kRoundMagic = 12582912.0f;
 INFODROP_HD uint32_t round_to_int(float v) { return as_uint(v + kRoundMagic) - as_uint(kRoundMagic); }
+
+// y * 2^n for y in [0.5, 2) and n in [-150, 128] (n as int32 bits), rounded once as IEEE does:
+// +inf past FLT_MAX, a subnormal or 0 below FLT_MIN.  2^n is taken as the two normal factors
+// 2^(n - h) * 2^h, h = floor(n / 2), each in [2^-75, 2^64], since 2^n alone may not be a normal
+// float: y times the first is exact, times the second rounds.  Written once for every lane type
+// (the AVX-512 lanes have an instruction for it, csrc/cpu/simd.h).
+template <class F, class U>
+INFODROP_HD F scale_pow2_by_halves(F y, U n) {
+  const U biased = n + U(254u);  // 2 * 127 + n, positive
+  const U h = biased >> 1;
+  return y * as_float(h << 23) * as_float((biased - h) << 23);
+}
+// y * 2^n as above; nf is n as a float (the AVX-512 lanes take that form).
+INFODROP_HD float scale_pow2(float y, uint32_t n, float) { return scale_pow2_by_halves(y, n); }
 
 // Unlike fminf / fmaxf, a NaN in a propagates (a NaN input must not become a clamp bound).
 INFODROP_HD float min_(float a, float b) { return b < a ? b : a; }

@@ -112,12 +112,15 @@ def to_compute(v, FLOAT64: tl.constexpr):
 
 @triton.jit
 def sigmoid_pair(v):
-    """sigmoid(v) and 1 - sigmoid(v), both without overflow or cancellation."""
+    """sigmoid(v) and 1 - sigmoid(v), both without overflow or cancellation; sigmoid(v) is 0
+    where exp(-v) = 1 / e overflows, as 1 / (1 + exp(-v)) (torch.sigmoid, the reference) is:
+    with ALPHA_MIN = 0 the KL is then inf where the reference's is (csrc/infodrop/fastmath.h)."""
     e = tl.exp(-tl.abs(v))
     large = 1.0 / (1.0 + e)
     small = e * large
     positive = v >= 0
-    return tl.where(positive, large, small), tl.where(positive, small, large)
+    s = tl.where((v < 0) & (1.0 / e == float("inf")), 0.0, tl.where(positive, large, small))
+    return s, tl.where(positive, small, large)
 
 
 @triton.jit
