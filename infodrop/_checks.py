@@ -14,6 +14,7 @@ import torch
 from ._spec import PRIORS
 
 _U64 = 1 << 64
+_CAP_LIMIT = 2.0**126
 
 
 def check_tensor_pair(x, alpha_logit):
@@ -76,7 +77,7 @@ def check_options(prior, max_alpha, alpha_min, mu, sigma, mask_inactive=False, u
     # The common case in one expression (a fraction of a microsecond); anything else, valid
     # or not, takes the full checks below, which name what is wrong.
     if (prior == "log_uniform" and type(max_alpha) is float and type(alpha_min) is float
-            and 0.0 < max_alpha < math.inf and 0.0 <= alpha_min < math.inf
+            and 0.0 < max_alpha < _CAP_LIMIT and 0.0 <= alpha_min < _CAP_LIMIT - max_alpha
             and type(mu) is float and type(sigma) is float and type(mask_inactive) is bool
             and type(unit_mean) is bool and type(training) is bool
             and type(noise_in_eval) is bool and -math.inf < mu < math.inf
@@ -88,6 +89,9 @@ def check_options(prior, max_alpha, alpha_min, mu, sigma, mask_inactive=False, u
         raise ValueError(f"max_alpha must be > 0, got {max_alpha}")
     if not _real(alpha_min, "alpha_min") >= 0:
         raise ValueError(f"alpha_min must be >= 0, got {alpha_min}")
+    if not alpha_min + max_alpha < _CAP_LIMIT:  # as the compiled op (csrc/glue/op_glue.h)
+        raise ValueError("alpha_min + max_alpha must be below 2**126 (8.5e37), so that the cap "
+                         f"and its reciprocal are normal float32 numbers, got {alpha_min + max_alpha}")
     # mu and sigma enter only the log-normal KL: their values matter there alone
     log_normal = prior == "log_normal"
     _check_prior_scalar(mu, "mu", log_normal)

@@ -19,7 +19,7 @@ import sys
 import pytest
 import torch
 
-import infodrop
+import infodrop  # noqa: F401  (registers torch.ops.infodrop)
 
 from ._helpers import requires_compiled
 

@@ -8,17 +8,15 @@ deadline (the machines are shared and busy) and a bounded number of examples."""
 
 import math
 
-import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import infodrop
 from infodrop import reference
+from infodrop.testing import DTYPES, TOLERANCE
 
-from ._helpers import DTYPES, TOLERANCE, requires_compiled
-
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from ._helpers import requires_compiled
 
 pytestmark = requires_compiled
 
@@ -49,7 +47,7 @@ def cases(draw):
         noise_in_eval=draw(st.booleans()),
     )
     return dict(shape=shape, layout=draw(st.sampled_from(layouts)),
-                dtype=draw(st.sampled_from(DTYPES)), options=options,
+                dtype=draw(st.sampled_from(list(DTYPES.values()))), options=options,
                 mu=draw(st.sampled_from([0.0, 0.4, -1.3])),
                 sigma=draw(st.sampled_from([1.0, 1.7, 0.5])),
                 logit_scale=draw(st.sampled_from([3.0, 20.0])),
@@ -85,7 +83,10 @@ def _layout(t, layout):
 
 
 def _assert_matches(name, actual, expected, rtol, atol):
-    """No NaN where expected has none; elsewhere close (infinities equal)."""
+    """No NaN where expected has none; elsewhere close (infinities equal).  None (a gradient
+    of something the output does not read) equals zeros."""
+    if actual is None and expected is None:
+        return
     actual = torch.zeros_like(expected) if actual is None else actual.double()
     expected = torch.zeros_like(actual) if expected is None else expected
     new_nan = actual.isnan() & ~expected.isnan()
