@@ -12,11 +12,14 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("contender", list(bench_host.CONTENDERS))
+@pytest.mark.parametrize("measure", list(bench_host.MEASURES))
 @pytest.mark.parametrize("pass_", bench_host.PASSES)
 @pytest.mark.parametrize("device", DEVICES)
-def test_host_overhead(benchmark, device, pass_, contender):
-    benchmark.group = f"host cost per call, {bench_host.SHAPE} {device}, {pass_}"
+def test_host_overhead(benchmark, device, pass_, measure, contender):
+    """Times are per step: a step of the "in a network" measure has bench_host.LAYERS layers."""
+    layers = bench_host.MEASURES[measure]
+    benchmark.group = f"host cost, {bench_host.SHAPE} {device}, {pass_}, {measure} ({layers} layers)"
     # fixed rounds of many calls, after warm-up: one call is microseconds, and the first
     # calls of a process (lazy initialisation, allocator) must not enter the statistics
-    benchmark.pedantic(bench_host.make_call(contender, pass_, device), rounds=50,
-                       iterations=200, warmup_rounds=5)
+    benchmark.pedantic(bench_host.make_call(contender, pass_, device, layers), rounds=50,
+                       iterations=200 // layers, warmup_rounds=5)

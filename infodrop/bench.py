@@ -192,8 +192,9 @@ def main(argv=None) -> int:
 def _host(device: str, json_path) -> int:
     env = environment(device)
     print(f"infodrop bench --host on {device} ({env['cpu']}, threads: {env['threads']}, torch "
-          f"{env['torch']}): microseconds per call on {bench_host.SHAPE} tensors, best of 5 "
-          "loops of 2000 calls; ratio to F.dropout's")
+          f"{env['torch']}): host microseconds per layer on {bench_host.SHAPE} tensors, one "
+          f"call and in a network of {bench_host.LAYERS} chained layers (infodrop/bench_host.py),"
+          " best of 5 loops; ratio to F.dropout's")
     records = bench_host.run(device)
     print(bench_host.format_table(records))
     if json_path:

@@ -101,12 +101,13 @@ def test_host_cost_table_has_every_contender_and_pass(tmp_path, capsys, monkeypa
     from infodrop import bench_host
 
     real_run = bench_host.run
-    monkeypatch.setattr(bench_host, "run", lambda device: real_run(device, calls=5, rounds=2))
+    monkeypatch.setattr(bench_host, "run", lambda device: real_run(device, steps=2, rounds=2))
     path = tmp_path / "host.json"
     assert bench.main(["--host", "--json", str(path)]) == 0
     records = json.loads(path.read_text())["results"]
-    assert [(r["contender"], r["pass"]) for r in records] == \
-        [(c, p) for c in bench_host.CONTENDERS for p in bench_host.PASSES]
+    assert [(r["contender"], r["pass"], r["measure"]) for r in records] == \
+        [(c, p, m) for c in bench_host.CONTENDERS for p in bench_host.PASSES
+         for m in bench_host.MEASURES]
     assert all(r["host_us"] > 0 and r["device_us"] is None for r in records)
     table = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in table[-len(bench_host.CONTENDERS):]] == \
