@@ -1,24 +1,29 @@
 // Autograd of infodrop::information_dropout, registered for the Autograd dispatch key of every
 // device that has kernels (CPU and CUDA).
 //
-// Why C++ and not torch.library.register_autograd: the Python wrapper costs ~100 us of host
-// time per forward + backward (argument normalisation on every call, a Python backward run by
-// the engine), 4x F.dropout's whole step, which would make GPU training launch-bound
-// (docs/performance.md, "Host time per call").  Here the forward saves x, alpha_logit and the
-// three scalar tensors (never the noise: the backward regenerates it from seed and offset) and
-// the backward is one call of infodrop::information_dropout_backward.  torch.compile and
-// opcheck trace through it with the fake kernels registered in infodrop/_ops.py.
-#include <torch/autograd.h>
+// Why a hand-written graph node, as PyTorch's generated kernels have, and not
+// torch.library.register_autograd or torch::autograd::Function: the Python wrapper cost
+// ~100 us of host time per forward + backward, and a torch::autograd::Function still a few
+// microseconds per layer more than this (its saved options live in a map of IValues, its
+// arguments are collected generically), where F.dropout's whole step costs ~20 us
+// (docs/performance.md, "Host time per call").  The forward saves x, alpha_logit and the three
+// scalar tensors (never the noise: the backward regenerates it from seed and offset); the
+// backward is one call of infodrop::information_dropout_backward.  torch.compile and opcheck
+// trace through this kernel with the fake kernels registered in infodrop/_ops.py.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/VariableTypeUtils.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
+#include <mutex>
 #include <string>
 
 namespace infodrop {
 namespace {
 
 using at::Tensor;
-using torch::autograd::AutogradContext;
+using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
 using ForwardSignature = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
@@ -29,7 +34,19 @@ using BackwardSignature = std::tuple<Tensor, Tensor, Tensor, Tensor>(
     const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t,
     const Tensor&, const Tensor&, c10::string_view, double, double, bool, bool, bool);
 
-constexpr int kForwardArguments = 12;
+const c10::TypedOperatorHandle<ForwardSignature>& forward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("infodrop::information_dropout", "")
+                             .typed<ForwardSignature>();
+  return op;
+}
+
+const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("infodrop::information_dropout_backward", "")
+                             .typed<BackwardSignature>();
+  return op;
+}
 
 // The gradients of the backward op are not differentiable themselves.  Without this, double
 // backward would silently return None second derivatives (PyTorch only warns that the op has
@@ -46,57 +63,46 @@ variable_list once_differentiable(variable_list grads, bool any_input_requires_g
   return error.apply(std::move(grads));
 }
 
-class InformationDropout : public torch::autograd::Function<InformationDropout> {
- public:
-  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& alpha_logit,
-                               const Tensor& seed, int64_t offset, const Tensor& mu,
-                               const Tensor& sigma, c10::string_view prior, double max_alpha,
-                               double alpha_min, bool mask_inactive, bool unit_mean,
-                               bool apply_noise) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("infodrop::information_dropout", "")
-                               .typed<ForwardSignature>();
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [z, kl] = op.call(x, alpha_logit, seed, offset, mu, sigma, prior, max_alpha, alpha_min,
-                           mask_inactive, unit_mean, apply_noise);
-    ctx->save_for_backward({x, alpha_logit, seed, mu, sigma});
-    ctx->saved_data["offset"] = offset;
-    ctx->saved_data["prior"] = std::string(prior);
-    ctx->saved_data["max_alpha"] = max_alpha;
-    ctx->saved_data["alpha_min"] = alpha_min;
-    ctx->saved_data["mask_inactive"] = mask_inactive;
-    ctx->saved_data["unit_mean"] = unit_mean;
-    ctx->saved_data["apply_noise"] = apply_noise;
-    return {z, kl};
+// The graph node of one call: its next edges are those of x, alpha_logit, mu and sigma, in
+// that order, and apply() returns their gradients in that order.
+struct InformationDropoutBackward : public torch::autograd::TraceableFunction {
+  SavedVariable x, alpha_logit, seed, mu, sigma;
+  int64_t offset = 0;
+  std::string prior;
+  double max_alpha = 0, alpha_min = 0;
+  bool mask_inactive = false, unit_mean = false, apply_noise = false;
+
+  std::string name() const override { return "InformationDropoutBackward"; }
+
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (SavedVariable* v : {&x, &alpha_logit, &seed, &mu, &sigma}) v->reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("infodrop::information_dropout_backward", "")
-                               .typed<BackwardSignature>();
-    const variable_list saved = ctx->get_saved_variables();
-    const Tensor &x = saved[0], &alpha_logit = saved[1], &seed = saved[2], &mu = saved[3],
-                 &sigma = saved[4];
-    const auto& data = ctx->saved_data;
-    const std::string prior = data.at("prior").toStringRef();
-    at::AutoDispatchBelowADInplaceOrView below_autograd;  // the backward op has no autograd
-    auto [grad_x, grad_logit, grad_mu, grad_sigma] =
-        op.call(grads[0], grads[1], x, alpha_logit, seed, data.at("offset").toInt(), mu, sigma,
-                prior, data.at("max_alpha").toDouble(), data.at("alpha_min").toDouble(),
-                data.at("mask_inactive").toBool(), data.at("unit_mean").toBool(),
-                data.at("apply_noise").toBool());
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Tensor x_ = x.unpack(), logit_ = alpha_logit.unpack();
+    const Tensor mu_ = mu.unpack(), sigma_ = sigma.unpack();
+    // an output that does not reach the loss hands over no gradient: zeros of its shape
+    const Tensor grad_z = grads[0].defined() ? grads[0] : at::zeros_like(x_);
+    const Tensor grad_kl =
+        grads[1].defined() ? grads[1]
+                           : at::zeros({x_.size(0)}, mu_.options().dtype(
+                                                         x_.scalar_type() == at::kDouble
+                                                             ? at::kDouble
+                                                             : at::kFloat));
+    variable_list out;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;  // the backward op has no autograd
+      auto [grad_x, grad_logit, grad_mu, grad_sigma] = backward_op().call(
+          grad_z, grad_kl, x_, logit_, seed.unpack(), offset, mu_, sigma_,
+          prior, max_alpha, alpha_min, mask_inactive, unit_mean, apply_noise);
+      out = variable_list{grad_x, grad_logit, grad_mu, grad_sigma};
+    }
     bool any_requires_grad = false;
-    const Tensor* inputs[] = {&grads[0], &grads[1], &x, &alpha_logit, &mu, &sigma};
-    for (const Tensor* t : inputs)
-      any_requires_grad |= t->defined() && t->requires_grad();
-    variable_list differentiable = once_differentiable(
-        {grad_x, grad_logit, grad_mu, grad_sigma}, any_requires_grad);
-    variable_list out(kForwardArguments);
-    out[0] = differentiable[0];
-    out[1] = differentiable[1];
-    out[4] = differentiable[2];
-    out[5] = differentiable[3];
-    return out;
+    const Tensor* inputs[] = {&grad_z, &grad_kl, &x_, &logit_, &mu_, &sigma_};
+    for (const Tensor* t : inputs) any_requires_grad |= t->requires_grad();
+    return once_differentiable(std::move(out), any_requires_grad);
   }
 };
 
@@ -104,17 +110,37 @@ std::tuple<Tensor, Tensor> information_dropout_autograd(
     const Tensor& x, const Tensor& alpha_logit, const Tensor& seed, int64_t offset,
     const Tensor& mu, const Tensor& sigma, c10::string_view prior, double max_alpha,
     double alpha_min, bool mask_inactive, bool unit_mean, bool apply_noise) {
-  // PyTorch's C++ custom functions have no forward-mode derivative; say so by name rather than
-  // with PyTorch's generic message (a dual tensor at the default level is what
-  // torch.autograd.forward_ad makes).
+  // PyTorch's custom autograd has no forward-mode derivative here; say so by name rather than
+  // let tangents be dropped (a dual tensor at the default level is what
+  // torch.autograd.forward_ad and torch.func.jvp make).
   for (const Tensor* t : {&x, &alpha_logit, &mu, &sigma})
     TORCH_CHECK(!t->_fw_grad(/*level=*/0).defined(),
                 "infodrop::information_dropout: forward-mode AD (jvp) is not implemented; use "
                 "backend='reference' for forward-mode derivatives");
-  variable_list out = InformationDropout::apply(x, alpha_logit, seed, offset, mu, sigma, prior,
-                                                max_alpha, alpha_min, mask_inactive, unit_mean,
-                                                apply_noise);
-  return {out[0], out[1]};
+  c10::intrusive_ptr<InformationDropoutBackward> node;
+  if (torch::autograd::compute_requires_grad(x, alpha_logit, mu, sigma)) {
+    node = c10::make_intrusive<InformationDropoutBackward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(x, alpha_logit, mu, sigma));
+    node->x = SavedVariable(x, false);
+    node->alpha_logit = SavedVariable(alpha_logit, false);
+    node->seed = SavedVariable(seed, false);
+    node->mu = SavedVariable(mu, false);
+    node->sigma = SavedVariable(sigma, false);
+    node->offset = offset;
+    node->prior = std::string(prior);
+    node->max_alpha = max_alpha;
+    node->alpha_min = alpha_min;
+    node->mask_inactive = mask_inactive;
+    node->unit_mean = unit_mean;
+    node->apply_noise = apply_noise;
+  }
+  auto [z, kl] = [&] {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return forward_op().call(x, alpha_logit, seed, offset, mu, sigma, prior, max_alpha,
+                             alpha_min, mask_inactive, unit_mean, apply_noise);
+  }();
+  if (node) torch::autograd::set_history({z, kl}, node);
+  return {z, kl};
 }
 
 }  // namespace
