@@ -6,12 +6,11 @@ tests/test_gpu_code.py.
 
 The main path, counted statically: the innermost loop that stores to global memory (the CUDA
 kernels' step loop; a Triton program stores outside any loop, so its whole body), and through
-it the path that (1) touches local memory least (not the slow path of libdevice's sin and cos
-for huge arguments), then (2) runs the most Philox multiplies (IMAD.WIDE.U32 / IMAD.HI: the
+it the path that (1) touches local memory and calls subroutines least (not the slow paths of
+libdevice's sin and cos for huge arguments, or of IEEE division and square root), then (2) runs the most Philox multiplies (IMAD.WIDE.U32 / IMAD.HI: the
 noise is on), then (3) has the fewest conditional branches and predicated memory accesses (a
 whole step, not the per-element bounds checks of a ragged one), then (4) the fewest
-instructions (the log-uniform prior, no mask, no unit mean).  Subroutine calls (the rare slow paths of IEEE sqrt and division) are
-counted as one instruction; instructions outside the loop (prologue, per-sample reductions) are
+instructions (the log-uniform prior, no mask, no unit mean).  Instructions outside the loop (prologue, per-sample reductions) are
 left out, as they are amortised over a whole sample.
 """
 
@@ -219,7 +218,9 @@ def main_path(instructions, labels) -> PathCount:
             cls = classify(ins.opcode)
             counts[cls] += 1
             philox += ins.opcode.startswith(("IMAD.WIDE.U32", "IMAD.HI"))
-            local += ins.opcode.startswith(("LDL", "STL"))
+            # the rare paths: local memory, subroutine calls (IEEE division's and sqrt's
+            # slow paths, whose few call-site instructions would otherwise look cheap)
+            local += ins.opcode.startswith(("LDL", "STL", "CALL"))
             checks += ins.predicated and (cls == "mem" or ins.opcode.startswith("BRA"))
         return counts, (local, -philox, checks, sum(counts[c] for c in CLASSES))
 

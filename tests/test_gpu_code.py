@@ -15,7 +15,7 @@ from infodrop import sass
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LIBRARIES = sorted(glob.glob(str(ROOT / "infodrop" / "_C_cuda*.so")))
 
-pytestmark = pytest.mark.skipif(
+needs_library = pytest.mark.skipif(
     not LIBRARIES, reason="infodrop/_C_cuda was not built (no nvcc or INFODROP_CUDA=0)")
 
 
@@ -32,6 +32,7 @@ def cubins(tmp_path_factory):
     return sass.extract_cubins(LIBRARIES[0], str(tmp_path_factory.mktemp("cubins")))
 
 
+@needs_library
 def test_cuda_kernels_are_built_for_sm_80_and_sm_90_without_spills(cubins):
     assert {"sm_80", "sm_90"} <= set(cubins)
     for arch, cubin in cubins.items():
@@ -41,6 +42,7 @@ def test_cuda_kernels_are_built_for_sm_80_and_sm_90_without_spills(cubins):
             assert (r.local, r.stack) == (0, 0), (arch, name, r)
 
 
+@needs_library
 def test_main_path_of_the_float32_forward_is_a_whole_step_with_noise(cubins):
     (instructions, labels), = [code for name, code in sass.disassemble(cubins["sm_90"]).items()
                                if "forward_kernelIffE" in name]
@@ -52,3 +54,32 @@ def test_main_path_of_the_float32_forward_is_a_whole_step_with_noise(cubins):
     # Philox4x32-10 of the step's group: 2 multiplies per round
     assert path.opcodes["IMAD.WIDE.U32"] + path.opcodes["IMAD.HI.U32"] >= 20
     assert sum(path.counts.values()) == sum(path.opcodes.values())
+
+
+def test_main_path_skips_slow_paths_and_ragged_steps_and_keeps_the_noise():
+    """A hand-written loop body: a noise branch (Philox multiply or not), a call to a slow path
+    placed shorter than its fast path, and a ragged (predicated) or whole (vector) store."""
+    I = sass.Instruction  # noqa: E741
+    listing = [
+        I(0x00, "S2R", False),
+        # loop head: noise on or off
+        I(0x10, "ISETP.NE.AND", False), I(0x20, "BRA", True, ".L_x_1"),
+        I(0x30, "IMAD.WIDE.U32", False), I(0x40, "LOP3.LUT", False),
+        # .L_x_1: IEEE division, fast path or a call of its slow path
+        I(0x50, "FCHK", False), I(0x60, "BRA", True, ".L_x_2"),
+        I(0x70, "CALL.REL.NOINC", False), I(0x80, "BRA", False, ".L_x_3"),
+        I(0x90, "FFMA", False), I(0xa0, "FFMA", False), I(0xb0, "FFMA", False),
+        # .L_x_3: whole step (one vector store) or ragged (predicated stores)
+        I(0xc0, "ISETP.GE.AND", False), I(0xd0, "BRA", True, ".L_x_4"),
+        I(0xe0, "STG.E", True), I(0xf0, "STG.E", True), I(0x100, "BRA", False, ".L_x_5"),
+        I(0x110, "STG.E.128", False),
+        # .L_x_5: back to the loop head
+        I(0x120, "BRA", True, ".L_x_0"), I(0x130, "EXIT", False),
+    ]
+    labels = {".L_x_0": 1, ".L_x_1": 5, ".L_x_2": 9, ".L_x_3": 12, ".L_x_4": 17, ".L_x_5": 18}
+    path = sass.main_path(listing, labels)
+    assert path.loop
+    assert path.opcodes["IMAD.WIDE.U32"] == 1 and path.opcodes["FFMA"] == 3
+    assert path.opcodes["STG.E.128"] == 1
+    assert "CALL.REL.NOINC" not in path.opcodes and "STG.E" not in path.opcodes
+    assert "S2R" not in path.opcodes and "EXIT" not in path.opcodes  # outside the loop
