@@ -15,7 +15,7 @@ export CUDA_HOME ?= /usr/local/cuda
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 DATA := $(VENV)/.data-installed
 
-.PHONY: run test lint check bench build data clean
+.PHONY: run test lint check bench gpu-check build data clean
 
 # The main job: All-CNN-32 (Softplus, Information Dropout) on scikit-learn's digits, a few
 # minutes here; prints test error and KL per layer each epoch, writes runs/make-run/kl_maps.png.
@@ -35,6 +35,12 @@ check: $(BUILT)
 
 bench: $(BUILT)
 	$(PY) -m infodrop bench
+
+# On a machine with a CUDA GPU: every backend against the reference, the cuda-marked and
+# CUDA-graph tests, and the benchmark timed with CUDA events; one report, runs/gpu-check/report.md.
+# Without a GPU it prints "no CUDA GPU" and exits with status 2.
+gpu-check: $(BUILT)
+	$(PY) -m benchmarks.gpu_check
 
 build: $(BUILT)
 

@@ -30,7 +30,10 @@ def backends(detail: bool = False) -> dict:
 
     detail=True gives, per backend, {"runs": bool, "built": bool, "why": str}: "built" says
     whether the code is installed (the extension compiled, triton importable) even where it
-    cannot run, and "why" says what is missing ("" where it runs)."""
+    cannot run, and "why" says what is missing ("" where it runs).  triton's entry also has
+    "compiles": whether its kernels compile for the visible GPU's architecture,
+    {"arch": "sm_90", "ok": bool, "why": str}, or None without a GPU or triton (a few seconds,
+    once per process: importing triton does not show that it supports the GPU)."""
     gpu = torch.cuda.is_available()
     triton_importable = _triton_importable()
     built = {"cpu": _ops.COMPILED, "cuda": _ops.CUDA_BUILT, "triton": triton_importable,
@@ -51,8 +54,19 @@ def backends(detail: bool = False) -> dict:
                    else "triton is not installed"),
         "reference": "",
     }
-    return {name: {"runs": runs[name], "built": built[name], "why": "" if runs[name] else missing[name]}
-            for name in runs}
+    out = {name: {"runs": runs[name], "built": built[name], "why": "" if runs[name] else missing[name]}
+           for name in runs}
+    out["triton"]["compiles"] = _triton_compiles_for_gpu() if gpu and triton_importable else None
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_compiles_for_gpu() -> dict:
+    major, minor = torch.cuda.get_device_capability()
+    from .triton.aot import kernels_compile_for  # imports triton: only on this detail path
+
+    ok, why = kernels_compile_for(10 * major + minor)
+    return {"arch": f"sm_{major}{minor}", "ok": ok, "why": why}
 
 
 def check_backend_name(backend: str) -> None:

@@ -58,7 +58,7 @@ def test_backends_report_triton_as_built():
 
 def test_backends_detail_says_why_a_backend_cannot_run():
     for name, info in infodrop.backends(detail=True).items():
-        assert set(info) == {"runs", "built", "why"}
+        assert set(info) == {"runs", "built", "why"} | ({"compiles"} if name == "triton" else set())
         assert info["runs"] == infodrop.backends()[name]
         assert (info["why"] == "") == info["runs"], (name, info)
 
@@ -83,3 +83,32 @@ def test_float_options_reach_the_kernels_exactly():
     for kernel in (kernels.forward_kernel, kernels.backward_kernel):
         constexprs = {p.name for p in kernel.params if p.is_constexpr}
         assert {"MAX_ALPHA", "ALPHA_MIN"} <= constexprs, kernel.fn.__name__
+
+
+def test_backends_detail_says_whether_triton_compiles_for_the_visible_gpu(monkeypatch):
+    module = importlib.import_module("infodrop.backends")
+
+    calls = []
+
+    def compile_for(capability):
+        calls.append(capability)
+        return False, "noise_kernel does not compile for sm_75: NameError: something"
+
+    monkeypatch.setattr(module, "_triton_importable", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    aot = pytest.importorskip("infodrop.triton.aot")
+    monkeypatch.setattr(aot, "kernels_compile_for", compile_for)
+    module._triton_compiles_for_gpu.cache_clear()
+    try:
+        infodrop.backends()  # the plain call, on every op call, never compiles
+        assert calls == []
+        for _ in range(2):
+            assert infodrop.backends(detail=True)["triton"]["compiles"] == {
+                "arch": "sm_75", "ok": False,
+                "why": "noise_kernel does not compile for sm_75: NameError: something"}
+        assert calls == [75]  # once per process
+    finally:
+        module._triton_compiles_for_gpu.cache_clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert infodrop.backends(detail=True)["triton"]["compiles"] is None

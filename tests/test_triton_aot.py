@@ -2,7 +2,8 @@
 without a GPU: the interpreter (tests/test_triton.py) checks the numerics but none of what the
 GPU compiler checks, and an annotated global (`PHILOX_M0: tl.constexpr = ...`) ran under the
 interpreter while every compile for a GPU failed with a NameError.  Every kernel, dtype and
-prior, with the constexpr flags all on and all off, so that each branch compiles both ways."""
+prior, with the constexpr flags all on and all off, so that each branch compiles both ways; and no
+register spills in any of them (ptxas -v)."""
 
 import importlib.util
 import os
@@ -15,6 +16,7 @@ if os.environ.get("TRITON_INTERPRET") == "1":
     # @triton.jit then makes interpreter functions, which have no GPU compile
     pytest.skip("TRITON_INTERPRET=1: nothing is compiled for a GPU", allow_module_level=True)
 
+from benchmarks import sass  # noqa: E402
 from infodrop.triton import aot  # noqa: E402
 
 CAPABILITIES = (80, 90)
@@ -27,6 +29,8 @@ def test_kernel_compiles_to_a_cubin(variant, capability):
     assert compiled.metadata.target.arch == capability
     assert f".target sm_{capability}" in compiled.asm["ptx"]
     assert compiled.asm["cubin"][:4] == b"\x7fELF"
+    spill_stores, spill_loads, _ = sass.ptxas_spills(compiled.asm["ptx"])
+    assert (spill_stores, spill_loads) == (0, 0)
 
 
 def test_variants_cover_every_kernel_dtype_prior_and_flag_both_ways():

@@ -20,7 +20,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import kernels
-from .ops import GROUPS
+from .ops import GROUPS, groups_per_program
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 PRIORS = ("log_uniform", "log_normal")
@@ -41,22 +41,23 @@ class Variant:
     kernel: str  # "forward_kernel", "backward_kernel" or "noise_kernel"
     dtype: torch.dtype = torch.float32
     prior: str = "log_uniform"
-    flags: bool = True  # every flag of FLAGS on (the longest path), or every one off
+    flags: tuple = FLAGS  # the flags of FLAGS that are on (the others are off)
     wide: bool = False  # i64 integer arguments (sizes or stream offsets >= 2**31)
 
     @property
     def label(self) -> str:
         if self.kernel == "noise_kernel":
             return f"noise_kernel {'i64' if self.wide else 'i32'}"
+        flags = "on" if self.flags == FLAGS else "+".join(self.flags) or "off"
         return (f"{self.kernel} {str(self.dtype).removeprefix('torch.')} {self.prior} "
-                f"flags={'on' if self.flags else 'off'}{' i64' if self.wide else ''}")
+                f"flags={flags}{' i64' if self.wide else ''}")
 
     def constexprs(self) -> dict:
         if self.kernel == "noise_kernel":
             return {"GROUPS": GROUPS}
         return dict(MAX_ALPHA=MAX_ALPHA, ALPHA_MIN=ALPHA_MIN, FLOAT64=self.dtype == torch.float64,
-                    LOG_NORMAL=self.prior == "log_normal", GROUPS=GROUPS,
-                    **{flag: self.flags for flag in FLAGS})
+                    LOG_NORMAL=self.prior == "log_normal", GROUPS=groups_per_program(self.dtype),
+                    **{flag: flag in self.flags for flag in FLAGS})
 
     def signature(self) -> dict:
         fn = getattr(kernels, self.kernel)
@@ -89,7 +90,7 @@ def variants() -> list:
     for kernel in ("forward_kernel", "backward_kernel"):
         for dtype in DTYPES:
             for prior in PRIORS:
-                out += [Variant(kernel, dtype, prior, flags) for flags in (True, False)]
+                out += [Variant(kernel, dtype, prior, flags) for flags in (FLAGS, ())]
         out.append(Variant(kernel, wide=True))
     out += [Variant("noise_kernel"), Variant("noise_kernel", wide=True)]
     return out

@@ -15,6 +15,12 @@ from . import kernels
 GROUPS = 256  # Philox groups per program: 1024 elements
 
 
+def groups_per_program(dtype) -> int:
+    """GROUPS, halved for float64: its 1024-element forward program spills registers on sm_90
+    (ptxas -v; tests/test_triton_aot.py keeps every kernel free of spills)."""
+    return GROUPS // 2 if dtype == torch.float64 else GROUPS
+
+
 def _check(x, alpha_logit, seed, mu, sigma, prior):
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
@@ -39,13 +45,15 @@ def _layout(x):
     samples = x.shape[0]
     per_sample = x.numel() // samples if samples else 0
     # +2 groups: a sample can begin and end inside a group
-    return samples, per_sample, triton.cdiv(per_sample // 4 + 2, GROUPS)
+    return samples, per_sample, triton.cdiv(per_sample // 4 + 2, groups_per_program(x.dtype))
 
 
 def _launch(kernel, grid, device, *args, **constexprs):
     """Runs a kernel through wrap_triton on ``device``.  Triton launches on the current CUDA
-    device and its stream, so a tensor on another GPU would be read by a kernel on the wrong
-    one; the CPU tensors of the interpreter need no guard."""
+    device and on PyTorch's current stream of it (its launcher asks torch for the stream), which
+    is what makes the ops safe under torch.cuda.stream and CUDA graph capture
+    (tests/test_cuda_graphs.py); a tensor on another GPU would be read by a kernel on the wrong
+    device, hence the guard; the CPU tensors of the interpreter need none."""
     guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     with guard:
         wrap_triton(kernel)[grid](*args, **constexprs)
@@ -59,7 +67,7 @@ def _like(x, contiguous):
 def _kernel_options(x, prior, max_alpha, alpha_min, mask_inactive, unit_mean, apply_noise):
     return dict(MAX_ALPHA=max_alpha, ALPHA_MIN=alpha_min, FLOAT64=x.dtype == torch.float64,
                 LOG_NORMAL=prior == "log_normal", MASK_INACTIVE=mask_inactive,
-                UNIT_MEAN=unit_mean, APPLY_NOISE=apply_noise, GROUPS=GROUPS)
+                UNIT_MEAN=unit_mean, APPLY_NOISE=apply_noise, GROUPS=groups_per_program(x.dtype))
 
 
 def _device_scalars(x, seed, mu, sigma):

@@ -1,0 +1,136 @@
+"""Counted, not estimated: what the generated code of both GPU backends does per element.
+
+    python -m benchmarks.gpu_code_stats [--arch 90] [--json FILE]
+
+Reads the SASS of infodrop/_C_cuda*.so (the CUDA kernels, as built) and of the Triton kernels
+compiled ahead of time (infodrop.triton.aot), no GPU needed, and prints per kernel and dtype:
+registers, spills (local memory), shared memory, theoretical occupancy, and the instructions
+per element of the main path (log-uniform prior, noise on, whole steps; infodrop/sass.py says
+how the path is found) by class, with the issue floor (the busiest pipe) in ps per element on
+an H100 SXM (132 SMs, 1.98 GHz) or A100 (108 SMs, 1.41 GHz) next to the memory floor.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+import tempfile
+
+from benchmarks import sass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+DTYPES = {"float32": ("IffE", 4, 4), "float64": ("IddE", 8, 4),
+          "float16": ("IN3c104HalfEfE", 2, 8), "bfloat16": ("IN3c108BFloat16EfE", 2, 8)}
+# (SMs, clock in Hz, copy bandwidth in bytes/s) per compute capability
+GPUS = {90: (132, 1.98e9, 3.0e12), 80: (108, 1.41e9, 1.8e12)}
+# bytes moved per element: forward x, logit -> z; backward grad_z, x, logit -> grad_x, grad_logit
+TENSORS = {"forward": 3, "backward": 5, "noise": 1}
+
+
+def cuda_library():
+    found = sorted(glob.glob(os.path.join(ROOT, "infodrop", "_C_cuda*.so")))
+    return found[0] if found else None
+
+
+def _row(backend, kernel, dtype, registers, local, shared, threads, counts, elements, capability):
+    element_bytes = DTYPES[dtype][1] if kernel != "noise" else 4
+    per_element = {c: counts[c] / elements for c in sass.CLASSES}
+    sms, clock, bandwidth = GPUS[capability]
+    issue_ps = sass.cycles_per_sm(per_element, capability) / (sms * clock) * 1e12
+    memory_ps = TENSORS[kernel] * element_bytes / bandwidth * 1e12
+    return dict(backend=backend, kernel=kernel, dtype=dtype, registers=registers, spill_bytes=local,
+                shared=shared, occupancy=sass.occupancy(registers, threads, shared, capability),
+                per_element=per_element, total=sum(per_element.values()), issue_ps=issue_ps,
+                memory_ps=memory_ps, bound="issue" if issue_ps > memory_ps else "memory")
+
+
+def cuda_rows(library, capability):
+    arch = f"sm_{capability}"
+    with tempfile.TemporaryDirectory() as directory:
+        cubin = sass.extract_cubins(library, directory)[arch]
+        resources = sass.resource_usage(cubin)
+        code = sass.disassemble(cubin)
+    rows = []
+    for name, (instructions, labels) in sorted(code.items()):
+        kernel = re.search(r"(forward|backward|noise)_kernel", name).group(1)
+        dtype = next((d for d, (tag, _, _) in DTYPES.items() if f"_kernel{tag}" in name), None)
+        if kernel == "noise":
+            dtype, elements = "float32", 4  # one Philox group per step
+        else:
+            elements = DTYPES[dtype][2]
+        r = resources[name]
+        path = sass.main_path(instructions, labels)
+        # no PTX in the library to ask ptxas: local memory or a stack frame would hold spills
+        rows.append(_row("cuda", kernel, dtype, r.registers, r.local + r.stack, r.shared, 256,
+                         path.counts, elements, capability))
+    return rows
+
+
+def triton_rows(capability):
+    import torch
+
+    from infodrop.triton import aot
+
+    dtypes = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+              "bfloat16": torch.bfloat16}
+    variants = [(k.removesuffix("_kernel"), d, aot.Variant(k, dtypes[d], flags=("APPLY_NOISE",)))
+                for k in ("forward_kernel", "backward_kernel") for d in dtypes]
+    variants.append(("noise", "float32", aot.Variant("noise_kernel")))
+    rows = []
+    for kernel, dtype, variant in variants:
+        compiled = aot.compile_variant(variant, capability)
+        path = sass.write_cubin(compiled.asm["cubin"])
+        try:
+            (r,) = sass.resource_usage(path).values()
+            (instructions, labels), = sass.disassemble(path).values()
+        finally:
+            os.unlink(path)
+        threads = 32 * compiled.metadata.num_warps
+        # a program is straight-line code over GROUPS * 4 elements, spread over its threads
+        elements = variant.constexprs()["GROUPS"] * 4 / threads
+        shared = max(r.shared, compiled.metadata.shared)
+        stores, loads, _ = sass.ptxas_spills(compiled.asm["ptx"])
+        rows.append(_row("triton", kernel, dtype, r.registers, stores + loads, shared, threads,
+                         sass.main_path(instructions, labels).counts, elements, capability))
+    return rows
+
+
+def table(rows, capability):
+    head = ("| backend | kernel | dtype | regs | spill B | smem B | occupancy | instr/elem | "
+            "FP32 | ALU | IMAD | MUFU | conv | FP64 | mem | other | issue floor | memory floor "
+            "| bound |")
+    lines = [f"sm_{capability}; per element, main path; floors in ps per element", "", head,
+             "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        e = r["per_element"]
+        lines.append(
+            f"| {r['backend']} | {r['kernel']} | {r['dtype']} | {r['registers']} | "
+            f"{r['spill_bytes']} | {r['shared']} | {r['occupancy']:.0%} | {r['total']:.1f} | "
+            + " | ".join(f"{e[c]:.1f}" for c in sass.CLASSES)
+            + f" | {r['issue_ps']:.2f} | {r['memory_ps']:.2f} | {r['bound']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", type=int, default=90, choices=sorted(GPUS))
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    rows = []
+    library = cuda_library()
+    if library is None:
+        print("infodrop/_C_cuda*.so not built: CUDA rows left out", file=sys.stderr)
+    else:
+        rows += cuda_rows(library, args.arch)
+    rows += triton_rows(args.arch)
+    print(table(rows, args.arch))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
