@@ -89,7 +89,15 @@ INFODROP_HD uint32_t low_words(uint32_t w) { return w; }
 // lets the SIMD lanes use a reciprocal-square-root estimate (csrc/cpu/simd.h).
 INFODROP_HD float sqrt_(float v) { return sqrtf(v); }
 // 1 / v of a normal v (SIMD lanes use a refined hardware estimate, see csrc/cpu/simd.h)
-INFODROP_HD float reciprocal(float v) { return 1.0f / v; }
+INFODROP_HD float reciprocal(float v) {
+#if defined(__CUDA_ARCH__)
+  // the same correctly rounded 1 / v as the division, without its slow-path subroutine call,
+  // around which ptxas had to spill a register in the backward kernel
+  return __frcp_rn(v);
+#else
+  return 1.0f / v;
+#endif
+}
 INFODROP_HD double sqrt_(double v) { return sqrt(v); }
 
 }  // namespace infodrop
