@@ -154,7 +154,7 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
     grad_x = grad_z * n;
     grad_alpha = grad_z * x * n * dlog_noise;
   }
-  const E inv_alpha = E(S(1)) / alpha;
+  const E inv_alpha = exact_reciprocal(alpha);
   E dkl_dalpha, dkl_dx = zero, dmu = zero, dsigma = zero;
   if (p.prior == Prior::LogUniform) {
     dkl_dalpha = -inv_alpha;

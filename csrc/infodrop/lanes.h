@@ -100,4 +100,26 @@ INFODROP_HD float reciprocal(float v) {
 }
 INFODROP_HD double sqrt_(double v) { return sqrt(v); }
 
+// 1 / v correctly rounded for every v (0, subnormal, inf, NaN included): the division itself,
+// bit for bit, in every lane type (SIMD lanes divide).  On CUDA as __frcp_rn / __drcp_rn, which
+// round the same way without the division's FCHK test and its slow-path subroutine (rare inputs
+// take the reciprocal's own, which reciprocal() above already calls): with 8 such divisions in
+// the 16-bit backward step, ptxas on sm_90 kept a loop-invariant in an 8-byte stack frame.
+template <class F>
+INFODROP_HD F exact_reciprocal(F v) { return F(1.0f) / v; }
+INFODROP_HD float exact_reciprocal(float v) {
+#if defined(__CUDA_ARCH__)
+  return __frcp_rn(v);
+#else
+  return 1.0f / v;
+#endif
+}
+INFODROP_HD double exact_reciprocal(double v) {
+#if defined(__CUDA_ARCH__)
+  return __drcp_rn(v);
+#else
+  return 1.0 / v;
+#endif
+}
+
 }  // namespace infodrop
