@@ -86,7 +86,7 @@ def test_float_options_reach_the_kernels_exactly():
 
 
 def test_backends_detail_says_whether_triton_compiles_for_the_visible_gpu(monkeypatch):
-    module = importlib.import_module("infodrop.backends")
+    module = importlib.import_module("infodrop._backends")
 
     calls = []
 
