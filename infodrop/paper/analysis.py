@@ -199,3 +199,41 @@ def nuisance_accuracy(model, layer, train_set, test_set, noisy=True, max_iter=50
     classifier = LogisticRegression(max_iter=max_iter)
     classifier.fit(features[0], train_set.nuisance.numpy())
     return 100.0 * float(np.mean(classifier.predict(features[1]) == test_set.nuisance.numpy()))
+
+
+def post_noise_activations(model, layer, images):
+    """The noisy output z of ``layer`` (a module name) on ``images``, flattened: the sample of
+    the empirical distribution p(z) that Fig. 1 compares with the prior."""
+    (z,) = _capture(model, [layer], images, "output", noisy=True)
+    return z.detach().flatten().double()
+
+
+def prior_fit(z, prior_mu=None, prior_sigma=None, trim=0.01):
+    """How well log z of the positive activations ``z`` follows the two priors of Section 5
+    (Fig. 1), as Kolmogorov-Smirnov distances (0 = the same distribution, 1 = disjoint):
+
+    - ``ks_log_uniform``: against q(log z) = c, uniform log z, on [the ``trim`` and
+      1 - ``trim`` quantiles of log z] (the improper prior restricted to where the data are),
+      tested on the values in that range;
+    - ``ks_log_normal_fit``: against the normal of log z's own mean and std;
+    - ``ks_log_normal_prior``: against N(prior_mu, prior_sigma), the layer's learned prior,
+      when given.
+    Also ``zero_fraction`` (the q0 of the ReLU prior), and log z's mean and std."""
+    from scipy import stats
+
+    z = torch.as_tensor(z, dtype=torch.float64).flatten()
+    positive = z[z > 0]
+    if len(positive) < 2:
+        raise ValueError(f"z must have at least 2 positive values, got {len(positive)}")
+    log_z = positive.log().numpy()
+    low, high = np.quantile(log_z, [trim, 1 - trim])
+    inner = log_z[(log_z >= low) & (log_z <= high)]
+    fit = {"zero_fraction": 1.0 - len(positive) / len(z), "log_z_mean": float(log_z.mean()),
+           "log_z_std": float(log_z.std()),
+           "ks_log_uniform": float(stats.kstest(inner, stats.uniform(low, high - low).cdf).statistic),
+           "ks_log_normal_fit": float(stats.kstest(log_z, stats.norm(log_z.mean(),
+                                                                      log_z.std()).cdf).statistic)}
+    if prior_mu is not None:
+        fit["ks_log_normal_prior"] = float(stats.kstest(
+            log_z, stats.norm(prior_mu, abs(prior_sigma)).cdf).statistic)
+    return fit
