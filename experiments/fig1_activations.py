@@ -76,7 +76,7 @@ def main(argv=None):
         layer = model.get_submodule(LAST_LAYER)
         prior = None
         if layer.prior == "log_normal":
-            prior = (float(layer.mu), float(layer.sigma))
+            prior = (layer.mu.item(), layer.sigma.item())
         fit = analysis.prior_fit(z, *(prior or ()))
         samples[activation], fits[activation], priors[activation] = z, fit, prior
         summary[activation] = {"prior": PRIOR[activation], "learned_prior_mu_sigma": prior,
