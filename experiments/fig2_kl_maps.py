@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 
 from infodrop.paper import analysis, train
 from infodrop.paper.report import markdown_table, run_training, save_report
@@ -31,9 +32,22 @@ FULL = ["--batch-size", "128"]  # the paper's schedule (80 epochs, lr 0.01) is t
 SHOWN = 4  # test images in the PNGs
 
 
+def ink_localisation(test_set, size=None):
+    """The mean localisation ratio of the input images themselves (pixel intensity as the
+    map), averaged down to ``size`` (h, w) cells first: what a layer of that resolution would
+    score by passing every stroke on, digit and distractors alike.  A KL map above it favours
+    the digit over the distractors."""
+    images = test_set.images[:, 0]
+    if size is not None:
+        images = F.adaptive_avg_pool2d(images, size)
+    return analysis.localisation_ratio(images, test_set.boxes,
+                                       test_set.images.shape[-2:]).nanmean().item()
+
+
 def layer_scores(model, test_set, chunk=100):
-    """{layer: {"map": "HxW", "mean_kl": nats per image, "mean_localisation": mean ratio}} over
-    the test set (maps computed ``chunk`` images at a time to bound memory)."""
+    """{layer: {"map": "HxW", "mean_kl": nats per image, "mean_localisation": mean ratio,
+    "ink_localisation": :func:`ink_localisation` at the map's size}} over the test set (maps
+    computed ``chunk`` images at a time to bound memory)."""
     kl, ratios, sizes = {}, {}, {}
     for start in range(0, len(test_set), chunk):
         part = test_set.subset(range(start, min(start + chunk, len(test_set))))
@@ -43,7 +57,9 @@ def layer_scores(model, test_set, chunk=100):
             ratios.setdefault(name, []).append(
                 analysis.localisation_ratio(kl_map, part.boxes, part.images.shape[-2:]))
     return {name: {"map": sizes[name], "mean_kl": torch.cat(kl[name]).mean().item(),
-                   "mean_localisation": torch.cat(ratios[name]).nanmean().item()}
+                   "mean_localisation": torch.cat(ratios[name]).nanmean().item(),
+                   "ink_localisation": ink_localisation(
+                       test_set, tuple(int(v) for v in sizes[name].split("x")))}
             for name in kl}
 
 
@@ -58,7 +74,7 @@ def main(argv=None):
     args.out = args.out or f"runs/experiments/fig2/{args.data}"
     start = time.time()
     summary = {"data": f"cluttered-{args.data}", "settings": FULL if args.full else SMALL,
-               "betas": {}}
+               "input_localisation": None, "betas": {}}
     rows = []
     for beta in args.betas:
         metrics, checkpoint = run_training(f"{args.out}/beta{beta:g}", [
@@ -67,6 +83,7 @@ def main(argv=None):
         model, run_args = train.load_checkpoint(checkpoint)
         _, test_set = train.load_data(run_args)
         layers = layer_scores(model, test_set)
+        summary["input_localisation"] = ink_localisation(test_set)
         shown = test_set.subset(range(SHOWN))
         path = analysis.save_kl_maps(shown.images, analysis.kl_maps(model, shown.images),
                                      Path(args.out) / f"kl_maps_beta{beta:g}.png",
@@ -82,7 +99,9 @@ def main(argv=None):
     sizes = [s["map"] for s in layers.values()]
     save_report(args.out, f"Fig. 2 on Cluttered {args.data}, All-CNN-96 "
                 f"({'full' if args.full else ' '.join(SMALL)}); per layer: mean KL (nats per "
-                "test image) / mean localisation ratio (1 = none)\n\n"
+                "test image) / mean localisation ratio (1 = none; the input images' own "
+                f"ink: {summary['input_localisation']:.2f}, averaged to each map's size: "
+                + ", ".join(f"{s['ink_localisation']:.2f}" for s in layers.values()) + ")\n\n"
                 + markdown_table(["beta", "error D %", "error N %"] + sizes, rows))
     return 0
 
