@@ -68,7 +68,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true")
     p.add_argument("--data", default="mnist5k", choices=("mnist5k", "fashion-mnist"))
-    p.add_argument("--betas", type=float, nargs="+", default=[0.01, 0.1, 0.5])
+    p.add_argument("--betas", type=float, nargs="+", default=[0.01, 0.1])
     p.add_argument("--out", default=None, help="default runs/experiments/fig2/<data>")
     args = p.parse_args(argv)
     args.out = args.out or f"runs/experiments/fig2/{args.data}"
