@@ -4,7 +4,7 @@ from . import reference
 from ._backends import backends
 from ._version import __version__
 from .functional import information_dropout, noise
-from .modules import InfoDropConv2d, InfoDropLinear, InformationDropout, kl_divergence
+from .modules import InfoDropConv2d, InfoDropLinear, InformationDropout, kl_divergence, track_kl
 
 __all__ = ["__version__", "backends", "information_dropout", "noise", "reference", "InformationDropout",
-           "InfoDropConv2d", "InfoDropLinear", "kl_divergence"]
+           "InfoDropConv2d", "InfoDropLinear", "kl_divergence", "track_kl"]
