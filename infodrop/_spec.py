@@ -29,8 +29,9 @@ PRIORS_THAT_FIT = {"non-negative": ("log_uniform",), "positive": ("log_normal", 
 # log-normal, as in the paper).
 PRIOR_OF_ACTIVATION = {name: PRIORS_THAT_FIT[output][0] for name, output in ACTIVATION_OUTPUT.items()}
 
-# The module's log-normal prior follows the data (docs/spec.md section 4): sigma never goes below
-# this floor, where the KL's 1 / sigma^2 would make one unit's KL overflow float32.
+# The module's log-normal prior follows the data (docs/spec.md section 1): its sigma never goes
+# below this floor (= the default alpha_min), which a batch of constant x with alpha_min = 0 would
+# otherwise reach, making the KL's 1 / sigma^2 infinite.
 PRIOR_SIGMA_FLOOR = 1e-3
 
 
