@@ -354,30 +354,38 @@ class InfoDropLinear(_InfoDropBlock):
 
 
 def _open_pass(model, args):
-    for layer in model.modules():
-        if isinstance(layer, InformationDropout):
-            if not layer._kl_depth:  # an outer tracked pass keeps what its layers recorded
-                _set(layer, "_kl_calls", ())
-            _set(layer, "_kl_depth", layer._kl_depth + 1)
+    for layer in model._infodrop_kl_layers:
+        if not layer._kl_depth:  # an outer tracked pass keeps what its layers recorded
+            _set(layer, "_kl_calls", ())
+        _set(layer, "_kl_depth", layer._kl_depth + 1)
 
 
 def _close_pass(model, args, output):
-    for layer in model.modules():
-        if isinstance(layer, InformationDropout) and layer._kl_depth:
+    for layer in model._infodrop_kl_layers:
+        if layer._kl_depth:
             _set(layer, "_kl_depth", layer._kl_depth - 1)
+
+
+def _list_layers(model):
+    """model's InformationDropout layers, also kept on the model for its pass hooks (walking
+    model.modules() on every forward would cost 0.1 ms on a ResNet-50)."""
+    layers = tuple(m for m in model.modules() if isinstance(m, InformationDropout))
+    _set(model, "_infodrop_kl_layers", layers)
+    return layers
 
 
 def track_kl(model: nn.Module) -> nn.Module:
     """Make each call of ``model`` one pass of the KL bookkeeping (module docstring): every
     InformationDropout layer under it then holds the KLs of its calls in that pass, and
-    :func:`kl_divergence` sums exactly those.  Forward hooks on ``model`` (which deepcopy,
-    pickle and state_dict carry or ignore like any hook); calling it again changes nothing.
-    :func:`kl_divergence` calls it on first use, so only its first result follows the older
-    rule (each layer's last call); call it before the first forward (or before torch.compile,
-    which does not see hooks added after it compiles) to have every pass exact.  Returns
-    ``model``."""
+    :func:`kl_divergence` sums exactly those.  Forward hooks on ``model`` and the list of its
+    layers (which deepcopy and pickle carry, state_dict ignores); calling it again updates that
+    list, as each :func:`kl_divergence` call does.  :func:`kl_divergence` calls it on first
+    use, so only its first result follows the older rule (each layer's last call); call it
+    before the first forward, and before torch.compile (which does not see hooks added after it
+    compiles), to have every pass exact.  Returns ``model``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    _list_layers(model)
     if _open_pass not in model._forward_pre_hooks.values():
         model.register_forward_pre_hook(_open_pass)
         model.register_forward_hook(_close_pass, always_call=True)
@@ -397,8 +405,7 @@ def kl_divergence(model: nn.Module, reduction: str = "none") -> torch.Tensor:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     track_kl(model)
-    calls = [(name, kl) for name, m in model.named_modules() if isinstance(m, InformationDropout)
-             for kl in m._kl_calls]
+    calls = [(m, kl) for m in model._infodrop_kl_layers for kl in m._kl_calls]
     if not calls:
         raise RuntimeError("kl_divergence: no InformationDropout layer of the model has run in "
                            "its last forward pass")
@@ -406,8 +413,9 @@ def kl_divergence(model: nn.Module, reduction: str = "none") -> torch.Tensor:
         return sum(kl.mean() for _, kl in calls)
     if reduction == "sum":
         return sum(kl.sum() for _, kl in calls)
-    sizes = {(name or "model", kl.shape[0]) for name, kl in calls}
     if len({kl.shape for _, kl in calls}) > 1:
-        raise ValueError(f"kl_divergence: the layers ran with different batch sizes {sorted(sizes)}: "
+        names = {m: name or "model" for name, m in model.named_modules()}
+        sizes = sorted({(names[m], kl.shape[0]) for m, kl in calls})
+        raise ValueError(f"kl_divergence: the layers ran with different batch sizes {sizes}: "
                          "their per-sample KLs cannot be added; use reduction='mean'")
     return torch.stack([kl for _, kl in calls]).sum(dim=0)
