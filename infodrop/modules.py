@@ -19,6 +19,7 @@ from ._checks import check_options
 from ._spec import ACTIVATION_OUTPUT, PRIOR_SIGMA_FLOOR, PRIORS_THAT_FIT, X_FLOOR, kl_dtype
 
 REDUCTIONS = ("none", "mean", "sum")
+_PRIOR_UNITS = 1 << 16  # the units of a call that the prior's moment match reads (see below)
 
 
 class _ApplyKLGradient(torch.autograd.Function):
@@ -160,8 +161,6 @@ class InformationDropout(nn.Module):
         # the same call again: it neither moves the prior nor records its KL twice.
         recompute = not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
         training = self.training
-        if self.learn_prior and training and not recompute:
-            self._follow_prior(x, alpha_logit)
         try:
             z, kl = functional.information_dropout(
                 x, alpha_logit, prior=self.prior, max_alpha=self.max_alpha,
@@ -170,6 +169,8 @@ class InformationDropout(nn.Module):
                 noise_in_eval=self.noise_in_eval, backend=self.backend)
         except (TypeError, ValueError, RuntimeError) as error:
             raise _named_error(self, error) from error
+        if self.learn_prior and training and not recompute:
+            self._follow_prior(x, alpha_logit)
         weight = self._kl_weight
         if weight is None:
             if (training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
@@ -190,21 +191,26 @@ class InformationDropout(nn.Module):
 
     @torch.no_grad()
     def _follow_prior(self, x, alpha_logit):
-        """Move mu and sigma towards the minimiser of this call's summed log-normal KL."""
+        """Move mu and sigma towards the minimiser of this call's summed log-normal KL, estimated
+        on the call's first samples (at most _PRIOR_UNITS units: the moving average over calls
+        does the rest, at a small fraction of the op's cost).  New tensors, not in-place updates:
+        this call, and an earlier one of the same pass, saved the old values for the backward."""
         if x.numel() == 0:
             return
+        samples = max(1, min(x.shape[0], _PRIOR_UNITS // (x.numel() // x.shape[0])))
         compute = kl_dtype(x.dtype)
-        var_log, mean_log = torch.var_mean(x.to(compute).clamp_min(X_FLOOR).log(), correction=0)
+        x, alpha_logit = x[:samples].to(compute), alpha_logit[:samples].to(compute)
+        var_log, mean_log = torch.var_mean(x.clamp_min(X_FLOOR).log(), correction=0)
         # alpha = alpha_min + max_alpha * s: E[alpha^2] from the mean and variance of s
-        var_s, mean_s = torch.var_mean(torch.sigmoid(alpha_logit.to(compute)), correction=0)
+        var_s, mean_s = torch.var_mean(torch.sigmoid(alpha_logit), correction=0)
         mean_alpha2 = (self.alpha_min + self.max_alpha * mean_s).square() + self.max_alpha ** 2 * var_s
         mu = torch.lerp(self.mu.to(compute), mean_log, self.prior_momentum)
         sigma = torch.lerp(self.sigma.to(compute).square(), var_log + mean_alpha2,
                            self.prior_momentum).sqrt().clamp_min(PRIOR_SIGMA_FLOOR)
         # an inf or NaN in x leaves the prior where it was (without a device sync)
         finite = torch.isfinite(mu) & torch.isfinite(sigma)
-        self.mu.copy_(torch.where(finite, mu, self.mu))
-        self.sigma.copy_(torch.where(finite, sigma, self.sigma))
+        self.mu = torch.where(finite, mu, self.mu).to(self.mu.dtype)
+        self.sigma = torch.where(finite, sigma, self.sigma).to(self.sigma.dtype)
 
     @property
     def kl(self):

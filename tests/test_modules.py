@@ -86,6 +86,25 @@ def test_prior_moves_to_the_minimiser_of_the_kl():
     torch.testing.assert_close(slow.mu.double(), 0.1 * mu, rtol=1e-5, atol=1e-6)
 
 
+def test_prior_reads_a_bounded_number_of_units():
+    """The moment match reads the first samples of a call, at most 2**16 units."""
+    g = torch.Generator().manual_seed(0)
+    x, logit = torch.rand(40, 4000, generator=g) + 0.1, torch.randn(40, 4000, generator=g)
+    x[16:] = 100.0  # beyond the first 16 samples (16 x 4000 <= 2**16 < 17 x 4000)
+    layer = infodrop.InformationDropout(prior="log_normal", prior_momentum=1.0)
+    layer(x, logit)
+    mu, sigma = moment_match(x[:16], logit[:16])
+    torch.testing.assert_close(layer.mu.double(), mu, rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_with_a_learned_prior_called_twice_trains():
+    """The prior moves between the calls: the first call's backward still has its values."""
+    layer = infodrop.InformationDropout(prior="log_normal")
+    x, logit = (torch.rand(3, 5) + 0.1).requires_grad_(), torch.randn(3, 5, requires_grad=True)
+    (layer(layer(x, logit), logit).sum() + layer.kl.sum()).backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(logit.grad).all()
+
+
 def test_learned_prior_cannot_break_under_an_optimiser():
     """Issue 13: x = 1, alpha near its floor, 8 x 4096 units, loss = kl.mean(), SGD lr 0.1.
     Before: sigma was -408.6 after one step and the next forward raised."""
