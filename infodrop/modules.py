@@ -1,14 +1,16 @@
 """nn.Modules: the Information Dropout layer, the conv/linear blocks of the paper's Table 2, and
 the KL of a forward pass (track_kl, kl_divergence).
 
-The KL of a forward pass.  A model whose forward is *tracked* (:func:`track_kl`; the first
-:func:`kl_divergence` call tracks it, and so does ``infodrop.convert``) opens a pass on each
-call: every :class:`InformationDropout` layer under it drops what it held and records the KL of
-each of its calls in this pass (a layer called twice holds both; a layer not called holds
-nothing, so neither a skipped layer nor an earlier eval forward leaks into the sum).  A layer
-called outside any tracked pass holds its last call's KL only.  Nothing of this is in
-``state_dict``, and ``deepcopy``/``pickle`` leave the KL tensors (graph tensors) behind.
+The KL of a forward pass.  A model whose forward is *tracked* (:func:`track_kl`, which the
+first :func:`kl_divergence` call runs and a converter should run) opens a pass on each call:
+every :class:`InformationDropout` layer under it drops what it held and records the KL of each
+of its calls in this pass (a layer called twice holds both; a layer not called holds nothing,
+so neither a skipped layer nor an earlier eval forward leaks into the sum).  A layer called
+outside any tracked pass holds its last call's KL only.  Nothing of this is in ``state_dict``,
+and ``deepcopy``/``pickle`` leave the KL tensors (graph tensors) behind.
 """
+
+import sys
 
 import torch
 from torch import nn
@@ -54,8 +56,6 @@ def _inside_reentrant_checkpoint():
         from torch.utils.checkpoint import CheckpointFunction
 
         _CHECKPOINT_FORWARD.append(CheckpointFunction.forward.__code__)
-    import sys
-
     frame = sys._getframe(2)
     while frame is not None:
         if frame.f_code is _CHECKPOINT_FORWARD[0]:
@@ -96,8 +96,9 @@ class InformationDropout(nn.Module):
     The log-normal prior ``N(mu, sigma^2)`` of log z: with ``learn_prior`` (the default) it
     follows the data like batch-norm statistics, with no gradient step: each training call
     moves the buffers ``mu`` and ``sigma`` by ``prior_momentum`` towards the prior that
-    minimises this call's KL (mu = mean of log x, sigma^2 = mean of alpha^2 + (log x - mu)^2,
-    over every unit; sigma >= 1e-3), so no optimiser can push it anywhere a KL is not finite.
+    minimises this call's KL (mu = mean of log x, sigma^2 = mean of alpha^2 + (log x - mu)^2
+    over the units of the call's first samples, at most 2**16 units; sigma >= 1e-3), so no
+    optimiser can push it anywhere a KL is not finite.
     ``learn_prior=False`` keeps the given mu and sigma.  Checkpoints of the earlier module (mu
     and sigma as parameters) load unchanged.  A checkpointed layer is not tracked again while
     its forward is recomputed in the backward.

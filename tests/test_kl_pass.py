@@ -98,6 +98,29 @@ def test_different_batch_sizes_reduce_by_mean_or_name_the_layers():
         infodrop.kl_divergence(model, reduction="avg")
 
 
+def test_nested_tracked_models_share_the_outer_pass():
+    """An inner tracked model (a converted submodule) does not reset what the outer pass
+    recorded before it ran."""
+    inner = infodrop.track_kl(nn.Sequential(infodrop.InfoDropLinear(6, 6)))
+    layer = infodrop.InfoDropLinear(6, 6)
+    outer = infodrop.track_kl(nn.Sequential(layer, inner, layer)).eval()
+    x = torch.randn(3, 6)
+    outer(x)
+    assert len(layer.dropout._kl_calls) == 2
+    torch.testing.assert_close(infodrop.kl_divergence(outer), layer.kl + inner[0].kl)
+    torch.testing.assert_close(infodrop.kl_divergence(inner), inner[0].kl)
+
+
+def test_a_pass_that_raised_leaves_the_next_one_exact():
+    model, x = TwoLayers(), inputs()
+    warm_up(model, x)
+    with pytest.raises(ValueError, match="InformationDropout"):
+        model(torch.rand(4, 5))  # the wrong shape for the alpha logits
+    model.eval()
+    model(x, skip=True)
+    assert model.second.kl is None and len(model.first._kl_calls) == 1
+
+
 def test_outside_a_tracked_pass_a_layer_keeps_its_last_call():
     layer = infodrop.InformationDropout().eval()
     x = inputs()
