@@ -44,7 +44,8 @@ EXTRAS = {
     "paper": ["numpy", "matplotlib", "scikit-learn", "tqdm"],
     "bench": ["pytest", "pytest-benchmark"],
     "models": ["torchvision", "timm"],
-    "test": ["pytest", "pytest-benchmark", "expecttest", "hypothesis", "ruff", "numpy"],
+    "test": ["pytest", "pytest-benchmark", "expecttest", "hypothesis", "ruff", "numpy", "onnx",
+             "onnxscript", "onnxruntime"],
 }
 EXTRAS["all"] = sorted({name for names in EXTRAS.values() for name in names})
 
