@@ -7,6 +7,7 @@ import torch
 from . import _ops, reference
 from ._backends import resolve
 from ._checks import check_options, check_tensor_pair, check_u64
+from ._per_rank import fold_rank
 from ._spec import kl_dtype
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -88,6 +89,8 @@ def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
     when they are set, not on every call (the checks are a tenth of the call's host time)."""
     check_tensor_pair(x, alpha_logit)
     apply_noise = training or noise_in_eval
+    if apply_noise and seed_bits is None:
+        offset_bits = fold_rank(offset_bits)
     device = x.device
     chosen = resolve(backend, device)
     if not apply_noise and torch.compiler.is_exporting():
