@@ -87,10 +87,7 @@ def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
                          backend):
     """information_dropout() once its options are known to be valid: the modules check theirs
     when they are set, not on every call (the checks are a tenth of the call's host time)."""
-    if (isinstance(x, torch.Tensor) and isinstance(alpha_logit, torch.Tensor)
-            and alpha_logit.dtype != x.dtype):
-        alpha_logit = _autocast_alpha_logit(x, alpha_logit)
-    check_tensor_pair(x, alpha_logit)
+    alpha_logit = check_tensor_pair(x, alpha_logit)  # applies the autocast rule
     apply_noise = training or noise_in_eval
     if apply_noise and seed_bits is None:
         offset_bits = fold_rank(offset_bits)
@@ -133,17 +130,6 @@ def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
                                "transforms (vmap, grad, jvp); use backend='reference' for them"
                                ) from error
         raise
-
-
-def _autocast_alpha_logit(x, alpha_logit):
-    """The autocast rule (docs/spec.md section 4; the raw op's kernel: csrc/autocast.cpp):
-    under torch.autocast for x's device, a floating alpha_logit of another dtype is cast to x's
-    dtype, so the layer never changes the dtype of the activation stream.  Outside autocast a
-    dtype mismatch stays an error."""
-    if (x.dtype.is_floating_point and alpha_logit.dtype.is_floating_point
-            and torch.is_autocast_enabled(x.device.type)):
-        return alpha_logit.to(x.dtype)
-    return alpha_logit
 
 
 def _direct_call_allowed(x, alpha_logit):
