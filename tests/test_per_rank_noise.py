@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import infodrop
 from infodrop.testing import make_inputs
@@ -16,6 +17,24 @@ pytestmark = [requires_compiled,
               pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")]
 
 WORLD = 2
+
+
+class OpLog(TorchDispatchMode):
+    """The ops a call dispatches (device work and host syncs alike go through here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _dispatched_ops(x, logit):
+    with OpLog() as log:
+        infodrop.information_dropout(x, logit)
+    return log.ops
 
 
 def _draws():
@@ -33,9 +52,11 @@ def _draws():
     torch.manual_seed(0)
     compiled = torch.compile(lambda a, b: infodrop.information_dropout(a, b)[0], fullgraph=True)
     out["compiled"] = compiled(x, logit)
+    out["ops"] = _dispatched_ops(x, logit)
     infodrop.use_per_rank_noise(False)
     try:
         draw("opt-out")
+        out["ops without the rule"] = _dispatched_ops(x, logit)
     finally:
         infodrop.use_per_rank_noise(True)
     return out
@@ -73,9 +94,15 @@ def test_opt_out_and_explicit_seed_give_identical_noise(draws):
         torch.testing.assert_close(draws[0][case], draws[1][case], rtol=0, atol=0)
 
 
+def test_folding_the_rank_dispatches_no_op(draws):
+    rank_1 = draws[1]
+    assert rank_1["ops"] == rank_1["ops without the rule"]
+    assert rank_1["ops"] == ["aten.randint.low_generator", "infodrop.information_dropout.default"]
+
+
 def test_rank_0_draws_what_a_single_process_draws(draws):
     single = _draws()
-    for case in single:
+    for case in ("default", "reference", "explicit seed", "compiled", "opt-out"):
         torch.testing.assert_close(draws[0][case], single[case])
 
 
