@@ -22,17 +22,18 @@ def _autocast():
 
 @pytest.mark.parametrize("x_dtype, logit_dtype", [(torch.float32, BF16), (BF16, torch.float32)],
                          ids=["fp32-stream-bf16-alpha", "bf16-stream-fp32-alpha"])
-def test_mixed_dtypes_under_autocast_take_the_dtype_of_x(x_dtype, logit_dtype):
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_mixed_dtypes_under_autocast_take_the_dtype_of_x(x_dtype, logit_dtype, backend):
     x, logit = make_inputs((3, 2, 5), torch.float64)
     x, logit = x.to(x_dtype).requires_grad_(), logit.to(logit_dtype).requires_grad_()
     with _autocast():
-        z, kl = infodrop.information_dropout(x, logit, seed=7)
+        z, kl = infodrop.information_dropout(x, logit, seed=7, backend=backend)
     assert z.dtype == x_dtype and kl.dtype == torch.float32
     (z.float().sum() + kl.sum()).backward()
     assert x.grad.dtype == x_dtype and logit.grad.dtype == logit_dtype
     # the rule, spelled out: the same call with alpha_logit cast to x's dtype, outside autocast
     x2, logit2 = x.detach().clone().requires_grad_(), logit.detach().clone().requires_grad_()
-    z2, kl2 = infodrop.information_dropout(x2, logit2.to(x_dtype), seed=7)
+    z2, kl2 = infodrop.information_dropout(x2, logit2.to(x_dtype), seed=7, backend=backend)
     (z2.float().sum() + kl2.sum()).backward()
     torch.testing.assert_close(z, z2, rtol=0, atol=0)
     torch.testing.assert_close(kl, kl2, rtol=0, atol=0)
