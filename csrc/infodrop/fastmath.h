@@ -46,9 +46,6 @@ INFODROP_HD F log_of_normal(F x) {
   return f + tail + e * F(0.693359375f);
 }
 
-// log(x) as IEEE float32 has it for every x: log(0) = -inf, log(+inf) = +inf, NaN for x < 0,
-// subnormal x as accurate as normal x; NaN propagates.  The KL takes the log of alpha, which is
-// 0 or subnormal when alpha_min = 0 and the sigmoid underflows, and of x, which may be +inf.
 // Where log_of_normal does not apply: x not a positive normal float (the bits 0x00800000 ..
 // 0x7f7fffff are).
 template <class F>
@@ -57,6 +54,9 @@ INFODROP_HD auto outside_log_range(F x) {
   return U(0x7effffffu) < as_uint(x) - U(0x00800000u);
 }
 
+// log(x) as IEEE float32 has it for every x: log(0) = -inf, log(+inf) = +inf, NaN for x < 0,
+// subnormal x as accurate as normal x; NaN propagates.  The KL takes the log of alpha, which is
+// 0 or subnormal when alpha_min = 0 and the sigmoid underflows, and of x, which may be +inf.
 template <class F>
 INFODROP_HD F fast_log(F x) {
   // Positive normal floats take the polynomial alone; the rest is behind a branch that is
@@ -151,9 +151,9 @@ INFODROP_HD void fast_sincos_2pi(F u, F& sin_out, F& cos_out) {
 constexpr float kExpOverflowF = 88.72283935546875f;
 constexpr double kExpOverflowD = 709.7827128933841;
 
-// sigmoid(x) and 1 - sigmoid(x), the second without cancellation (e / (1 + e), e = exp(-x)).
-// The same for |x| <= 86 (outside_exp_range(x) false): e in [e^-86, e^86], 1 + e normal and
-// below 2^126, as reciprocal needs.
+// sigmoid(x) and 1 - sigmoid(x), the second without cancellation (e / (1 + e), e = exp(-x)),
+// for |x| <= 86 (outside_exp_range(x) false): e in [e^-86, e^86], 1 + e normal and below
+// 2^126, as reciprocal needs.
 template <class F>
 INFODROP_HD void sigmoid_in_range(F x, F& s, F& one_minus_s) {
   const F e = exp_in_range(-x);
@@ -161,6 +161,7 @@ INFODROP_HD void sigmoid_in_range(F x, F& s, F& one_minus_s) {
   one_minus_s = e * s;
 }
 
+// The same for every x, as IEEE float32 evaluation of 1 / (1 + exp(-x)) has it.
 template <class F>
 INFODROP_HD void fast_sigmoid(F x, F& s, F& one_minus_s) {
   // The rest (rare) is behind one branch, not selects on every lane (those cost the AVX2
