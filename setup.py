@@ -44,13 +44,15 @@ EXTRAS = {
     "paper": ["numpy", "matplotlib", "scikit-learn", "tqdm"],
     "bench": ["pytest", "pytest-benchmark"],
     "models": ["torchvision", "timm"],
-    "test": ["pytest", "pytest-benchmark", "expecttest", "hypothesis", "ruff", "numpy"],
+    "test": ["pytest", "pytest-benchmark", "expecttest", "hypothesis", "ruff", "numpy", "onnx",
+             "onnxscript", "onnxruntime"],
 }
 EXTRAS["all"] = sorted({name for names in EXTRAS.values() for name in names})
 
 
 def cpu_extension():
-    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/bindings.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = (["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/autocast.cpp", "csrc/bindings.cpp"]
+               + sorted(glob.glob("csrc/cpu/*.cpp")))
     # -O3 and OpenMP: at::parallel_for runs on one thread without -fopenmp.  No -march: the
     # ISA-specific files raise their own target, so the module runs on any x86-64 CPU.
     flags = ["-O3", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
