@@ -3,8 +3,11 @@
 from . import reference
 from ._backends import backends
 from ._version import __version__
+from .adapters import InfoDropout, InfoDropWrapper
+from .conversion import convert
 from .functional import information_dropout, noise
 from .modules import InfoDropConv2d, InfoDropLinear, InformationDropout, kl_divergence
 
 __all__ = ["__version__", "backends", "information_dropout", "noise", "reference", "InformationDropout",
-           "InfoDropConv2d", "InfoDropLinear", "kl_divergence"]
+           "InfoDropConv2d", "InfoDropLinear", "kl_divergence", "InfoDropout", "InfoDropWrapper",
+           "convert"]
