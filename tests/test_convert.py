@@ -10,6 +10,8 @@ import inspect
 import math
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -299,6 +301,7 @@ def test_kl_weight_trains_a_converted_resnet_with_the_plain_loss():
     assert steps["plain"]["layer4.alpha_head.weight"].abs().sum() > 0
 
 
+@requires_kl_weight
 def test_readme_convert_example_runs():
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme[readme.index("## Information Dropout in your CNN"):]
@@ -306,3 +309,9 @@ def test_readme_convert_example_runs():
     scope = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert any(isinstance(m, infodrop.InfoDropWrapper) for m in scope["model"].modules())
+
+
+def test_import_infodrop_imports_neither_torchvision_nor_timm():
+    code = ("import sys, infodrop; print(sorted(m for m in ('torchvision', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
