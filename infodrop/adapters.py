@@ -72,7 +72,8 @@ class InfoDropout(nn.Module):
                              f"{tuple(x.shape)}")
         shape = [1] * x.dim()
         shape[self.dim] = self.num_features
-        alpha_logit = torch.addcmul(self.bias.view(shape), self.weight.view(shape), x)
+        # in x's dtype: under autocast x may be bfloat16 while the parameters stay float32
+        alpha_logit = torch.addcmul(self.bias.view(shape).to(x.dtype), self.weight.view(shape).to(x.dtype), x)
         return self.dropout(x, alpha_logit)
 
     @property
@@ -105,7 +106,10 @@ class InfoDropWrapper(nn.Module):
                              f"{self.name!r} returns {tuple(out.shape)} (an input size the "
                              "head's stride cannot follow, e.g. odd sizes before a pooling "
                              "that rounds down)")
-        return self.dropout(out, alpha_logit)
+        # the activation's dtype, whatever autocast made of the head's (timm's convnext under
+        # bfloat16 autocast: float32 LayerNorm outputs, bfloat16 convs): the network's own
+        # dataflow keeps its dtypes
+        return self.dropout(out, alpha_logit.to(out.dtype))
 
     @property
     def kl(self):

@@ -315,3 +315,14 @@ def test_import_infodrop_imports_neither_torchvision_nor_timm():
     code = ("import sys, infodrop; print(sorted(m for m in ('torchvision', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_autocast_keeps_the_networks_dtypes():
+    """timm's convnext under CPU bfloat16 autocast: float32 LayerNorm outputs, bfloat16 convs
+    (the alpha heads too); the converted model runs and keeps the original's output dtype."""
+    model = timm.create_model("convnext_atto", pretrained=False, drop_rate=0.3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before, after, _ = _converted(model, targets=["stages.1.blocks.0", "stages.2"],
+                                      replace_dropout=True, allow_negative=True)
+        assert after.dtype == before.dtype and torch.equal(before, after)
+        _trains(model)
