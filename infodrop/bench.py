@@ -236,14 +236,14 @@ def _network(args, parser) -> int:
     # each contender's model is built afresh in each pass (see bench_network.run); --quick: one
     # pass of one step, no warm-up
     settings = {"warmup": args.warmup if args.warmup is not None else 0 if args.quick else 1,
-                "repeats": args.repeats or (1 if args.quick else 4), "blocks": 1 if args.quick else 2}
+                "repeats": args.repeats or (1 if args.quick else 3), "blocks": 1 if args.quick else 3}
     env = environment("cpu")
     print(f"infodrop bench --network ({env['cpu']}, threads: {env['threads']}, torch {env['torch']}): "
           f"one training step (forward, cross-entropy + KL, backward, SGD momentum), median of "
           f"{settings['repeats'] * settings['blocks']} in {settings['blocks']} passes after "
-          f"{settings['warmup']} warm-up each; own ms: what the layer adds to what it is built on "
-          "(fused over its heads alone, dropout and heads over plain); peak: live tensors in a "
-          "step, from the profiler")
+          f"{settings['warmup']} warm-up each; '/ plain' and 'own ms' (what the layer adds to what "
+          "it is built on: fused over its heads alone, dropout and heads over plain) compare "
+          "within a pass, median over passes; peak: live tensors in a step, from the profiler")
     records = bench_network.run(networks, list(bench_network.CONTENDERS), batch=args.batch,
                                 image_size=args.image_size, memory=not args.no_memory,
                                 progress=not args.no_progress, **settings)

@@ -144,14 +144,16 @@ def peak_bytes(step) -> int | None:
         return None
 
 
-def run(networks, contenders, *, batch=32, image_size=64, warmup=1, repeats=4, blocks=2,
+def run(networks, contenders, *, batch=32, image_size=64, warmup=1, repeats=3, blocks=3,
         memory=True, progress=True):
-    """One record per (network, contender): step times, median, peak bytes.
+    """One record per (network, contender): step times, their median per pass and overall, and
+    the peak bytes of a step.
 
     ``blocks`` passes over the contenders, each building its model afresh and timing
-    ``repeats`` steps after ``warmup``: the contenders alternate, so that a machine that slows
-    down during the run slows all of them alike, and one model lives at a time (vgg11_bn with
-    its optimizer state is 1.6 GB)."""
+    ``repeats`` steps after ``warmup``: the contenders alternate, and one model lives at a time
+    (vgg11_bn with its optimizer state is 1.6 GB).  Comparisons are made within a pass and their
+    median taken over the passes (paired), so that load that comes and goes on a shared machine
+    shifts all contenders of a pass alike."""
     records = []
     for network in networks:
         times, peaks = {c: [] for c in contenders}, {}
@@ -163,10 +165,12 @@ def run(networks, contenders, *, batch=32, image_size=64, warmup=1, repeats=4, b
                 step = make_step(network, c, batch, image_size)
                 for _ in range(warmup):
                     step()
+                pass_times = []
                 for _ in range(repeats):
                     start = time.perf_counter()
                     step()
-                    times[c].append(time.perf_counter() - start)
+                    pass_times.append(time.perf_counter() - start)
+                times[c].append(pass_times)
                 if block == 0:
                     peaks[c] = peak_bytes(step) if memory else None
                 del step
@@ -176,20 +180,32 @@ def run(networks, contenders, *, batch=32, image_size=64, warmup=1, repeats=4, b
         for c in contenders:
             records.append({"network": network, "contender": c, "batch": batch,
                             "image_size": image_size, "targets": list(NETWORKS[network].targets),
-                            "times_s": times[c], "median_s": statistics.median(times[c]),
+                            "times_s": [t for pass_times in times[c] for t in pass_times],
+                            "pass_medians_s": [statistics.median(t) for t in times[c]],
+                            "median_s": statistics.median(t for pass_times in times[c] for t in pass_times),
                             "peak_bytes": peaks[c]})
     return records
+
+
+def _paired(records, network, contender, base, compare):
+    """Median over the passes of compare(contender's pass median, base's), None where either
+    was not measured."""
+    medians = {r["contender"]: r["pass_medians_s"] for r in records if r["network"] == network}
+    if contender not in medians or base not in medians:
+        return None
+    return statistics.median(compare(a, b) for a, b in zip(medians[contender], medians[base]))
+
+
+def ratio_to_plain(records, network, contender):
+    return _paired(records, network, contender, "plain", lambda a, b: a / b)
 
 
 def own_share(records, network, contender):
     """Seconds the contender's layer adds to the step beyond what it is built on: fused and
     reference over the heads alone (same head), the heads and dropout over plain."""
-    median = {r["contender"]: r["median_s"] for r in records if r["network"] == network}
     base = {"dropout": "plain", "reference-conv": "heads-conv", **{f"heads-{h}": "plain" for h in HEADS},
             **{f"fused-{h}": f"heads-{h}" for h in HEADS}}.get(contender)
-    if base is None or base not in median or contender not in median:
-        return None
-    return median[contender] - median[base]
+    return None if base is None else _paired(records, network, contender, base, lambda a, b: a - b)
 
 
 def targets_met(records):
@@ -203,9 +219,8 @@ def targets_met(records):
                 verdicts.append((f"{network}: the fused layer's own share with the {head} head "
                                  f"({fused * 1e3:+.1f} ms) <= nn.Dropout's ({dropout * 1e3:+.1f} ms)",
                                  fused <= dropout))
-        median = {r["contender"]: r["median_s"] for r in records if r["network"] == network}
-        if network == "resnet18" and {"plain", "fused-1x1"} <= median.keys():
-            ratio = median["fused-1x1"] / median["plain"]
+        ratio = ratio_to_plain(records, network, "fused-1x1")
+        if network == "resnet18" and ratio is not None:
             verdicts.append((f"resnet18: the step with the 1x1 head is {ratio:.3f}x plain's (target "
                              "<= 1.05x)", ratio <= 1.05))
     return verdicts
@@ -223,7 +238,8 @@ def format_table(records) -> str:
                   f"{'/ plain':>8}"]
         lines.append("-" * len(lines[-1]))
         for r in rows:
-            ratio = f"{r['median_s'] / plain['median_s']:7.3f}x" if plain else f"{'-':>8}"
+            ratio = ratio_to_plain(records, network, r["contender"])
+            ratio = f"{ratio:7.3f}x" if ratio is not None else f"{'-':>8}"
             share = own_share(records, network, r["contender"])
             share = f"{share * 1e3:+8.1f}" if share is not None else f"{'':>8}"
             peak = r["peak_bytes"]

@@ -5,7 +5,8 @@ One forward of an example input, with hooks, tells each target's input and outpu
 the alpha heads' channels and strides), its device and dtype, and whether its output is
 non-negative; every new parameter is created before ``convert`` returns, so an optimizer built
 afterwards sees it.  The probe runs in eval mode under no_grad and restores each module's mode:
-batch-norm statistics and the random state are left as they were.
+batch-norm statistics are left as they were, and it draws no random numbers (the new heads are
+initialised from PyTorch's generator, as any new layer is).
 """
 
 import difflib
@@ -53,7 +54,7 @@ def convert(model, targets=(), *, replace_dropout=False, alpha_head="conv", kl_w
         raise ValueError(f"alpha_head must be one of {ALPHA_HEADS}, got {alpha_head!r}")
     if isinstance(targets, str):
         targets = [targets]  # one name, not its characters
-    targets = list(targets)
+    targets = list(targets or ())
     if kl_weight is not None:
         options["kl_weight"] = kl_weight
     InformationDropout(**options)  # the options' errors now, before the model is touched
@@ -62,13 +63,20 @@ def convert(model, targets=(), *, replace_dropout=False, alpha_head="conv", kl_w
     modules = dict(model.named_modules())
     _check_targets(targets, modules)
     dropouts = [name for name, m in modules.items()
-                if replace_dropout and isinstance(m, _DROPOUTS) and m.p > 0]
+                if replace_dropout and isinstance(m, _DROPOUTS) and m.p > 0 and name not in targets]
     if not targets and not dropouts:
         raise ValueError("convert: nothing to convert: give targets, or replace_dropout=True on "
                          "a model with nn.Dropout layers of p > 0")
-    if example_input is None:
+    guessed = example_input is None
+    if guessed:
         example_input = _default_example(model)
-    seen = _probe(model, example_input, {name: modules[name] for name in targets + dropouts})
+    try:
+        seen = _probe(model, example_input, {name: modules[name] for name in targets + dropouts})
+    except RuntimeError as error:
+        if not guessed:
+            raise
+        raise ValueError(f"convert: the model does not run on the example input convert guessed, of "
+                         f"shape {tuple(example_input.shape)} ({error}); pass example_input=") from error
 
     for name in targets + dropouts:
         _check_activation(name, seen[name], prior, allow_negative, model, example_input)

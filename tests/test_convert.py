@@ -326,3 +326,11 @@ def test_autocast_keeps_the_networks_dtypes():
                                       replace_dropout=True, allow_negative=True)
         assert after.dtype == before.dtype and torch.equal(before, after)
         _trains(model)
+
+
+def test_a_model_the_guessed_example_does_not_fit_asks_for_one():
+    model = nn.Sequential(nn.Unflatten(1, (3, 4, 4)), nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(ValueError, match=r"guessed, of shape \(2, 3, 64, 64\).*pass example_input="):
+        infodrop.convert(model, ["2"])
+    infodrop.convert(model, ["2"], example_input=torch.randn(2, 48))
+    assert isinstance(model[2], infodrop.InfoDropWrapper)
