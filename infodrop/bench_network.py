@@ -10,9 +10,12 @@ Contenders, on the same targets of each network:
   paper's alpha branch costs by itself;
 - fused-<head>: infodrop.convert with that alpha head, the fused op (backend "auto");
 - reference-conv: the same with backend="reference" (the pure-PyTorch op).
-The fused layer's own share of the step is fused-<head> minus heads-<head>; nn.Dropout's is
-dropout minus plain.  The contenders alternate in passes (see run), so that a machine that
-slows down during the run slows all of them alike.  The "fused" steps have the KL term in the loss
+"added ms" is what a contender adds to the step of what it is built on (fused over its heads
+alone, dropout and heads over plain); "layer ms" is the dropout layers' own forward and backward
+in a profiled step (LAYER_EVENTS): the issue's "own share" of nn.Dropout and of the fused op,
+measured directly, since a few ms are below the step-to-step noise of a shared machine.  The
+contenders alternate in passes (see run), so that a machine that slows down during the run
+slows all of them alike.  The "fused" steps have the KL term in the loss
 (KL_WEIGHT * kl.mean(): the cost of its backward is in the step, as with kl_weight).
 """
 
@@ -121,6 +124,32 @@ def make_step(network: str, contender: str, batch: int = 32, image_size: int = 6
     return step
 
 
+# The layer's own work in a profiled step: top-level events (inclusive CPU time) of its forward
+# and backward.  nn.Dropout on the CPU is bernoulli_ + mul inside aten::dropout, its backward a
+# MulBackward0 (the only multiplication with a gradient in the dropout contender's networks);
+# on CUDA, native_dropout.
+LAYER_EVENTS = {
+    "dropout": ("aten::dropout", "autograd::engine::evaluate_function: MulBackward0",
+                "autograd::engine::evaluate_function: NativeDropoutBackward0"),
+    "fused": ("infodrop::information_dropout",
+              "autograd::engine::evaluate_function: InformationDropoutBackward"),
+}
+
+
+def layer_seconds(step, contender) -> float | None:
+    """CPU seconds of the dropout layers' own forward and backward in one profiled step (not the
+    alpha heads); None for the contenders without such a layer or whose layer is many small ops
+    (the reference)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    names = LAYER_EVENTS.get(contender.split("-")[0])
+    if names is None:
+        return None
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(e.cpu_time_total for e in prof.events() if e.name in names) / 1e6
+
+
 def peak_bytes(step) -> int | None:
     """Peak bytes of live CPU tensors during one call of ``step`` (parameters, optimizer state
     and data included), from the profiler's memory timeline; None where the profiler cannot
@@ -156,7 +185,7 @@ def run(networks, contenders, *, batch=32, image_size=64, warmup=1, repeats=3, b
     shifts all contenders of a pass alike."""
     records = []
     for network in networks:
-        times, peaks = {c: [] for c in contenders}, {}
+        times, layer, peaks = {c: [] for c in contenders}, {c: [] for c in contenders}, {}
         for block in range(blocks):
             for c in contenders:
                 if progress:
@@ -171,6 +200,7 @@ def run(networks, contenders, *, batch=32, image_size=64, warmup=1, repeats=3, b
                     step()
                     pass_times.append(time.perf_counter() - start)
                 times[c].append(pass_times)
+                layer[c].append(layer_seconds(step, c))
                 if block == 0:
                     peaks[c] = peak_bytes(step) if memory else None
                 del step
@@ -183,6 +213,7 @@ def run(networks, contenders, *, batch=32, image_size=64, warmup=1, repeats=3, b
                             "times_s": [t for pass_times in times[c] for t in pass_times],
                             "pass_medians_s": [statistics.median(t) for t in times[c]],
                             "median_s": statistics.median(t for pass_times in times[c] for t in pass_times),
+                            "layer_s": None if None in layer[c] else statistics.median(layer[c]),
                             "peak_bytes": peaks[c]})
     return records
 
@@ -212,12 +243,13 @@ def targets_met(records):
     """The issue's two targets, per network where measured: [(text, met)]."""
     verdicts = []
     for network in dict.fromkeys(r["network"] for r in records):
-        dropout = own_share(records, network, "dropout")
+        layer = {r["contender"]: r.get("layer_s") for r in records if r["network"] == network}
+        dropout = layer.get("dropout")
         for head in HEADS:
-            fused = own_share(records, network, f"fused-{head}")
+            fused = layer.get(f"fused-{head}")
             if fused is not None and dropout is not None:
-                verdicts.append((f"{network}: the fused layer's own share with the {head} head "
-                                 f"({fused * 1e3:+.1f} ms) <= nn.Dropout's ({dropout * 1e3:+.1f} ms)",
+                verdicts.append((f"{network}: the fused layer's own time with the {head} head "
+                                 f"({fused * 1e3:.1f} ms) <= nn.Dropout's ({dropout * 1e3:.1f} ms)",
                                  fused <= dropout))
         ratio = ratio_to_plain(records, network, "fused-1x1")
         if network == "resnet18" and ratio is not None:
@@ -234,19 +266,21 @@ def format_table(records) -> str:
         first = rows[0]
         lines += ["", f"{network}, batch {first['batch']}, {first['image_size']}x{first['image_size']}, "
                       f"targets {', '.join(first['targets'])}",
-                  f"{'contender':<15} {'step ms':>9} {'/ plain':>8} {'own ms':>8} {'peak MiB':>9} "
-                  f"{'/ plain':>8}"]
+                  f"{'contender':<15} {'step ms':>9} {'/ plain':>8} {'added ms':>9} {'layer ms':>9} "
+                  f"{'peak MiB':>9} {'/ plain':>8}"]
         lines.append("-" * len(lines[-1]))
         for r in rows:
             ratio = ratio_to_plain(records, network, r["contender"])
             ratio = f"{ratio:7.3f}x" if ratio is not None else f"{'-':>8}"
             share = own_share(records, network, r["contender"])
-            share = f"{share * 1e3:+8.1f}" if share is not None else f"{'':>8}"
+            share = f"{share * 1e3:+9.1f}" if share is not None else f"{'':>9}"
+            layer = f"{r['layer_s'] * 1e3:9.1f}" if r.get("layer_s") is not None else f"{'':>9}"
             peak = r["peak_bytes"]
             mib = f"{peak / 2**20:9.1f}" if peak else f"{'-':>9}"
             mratio = f"{peak / plain['peak_bytes']:7.3f}x" if peak and plain and plain["peak_bytes"] \
                 else f"{'-':>8}"
-            lines.append(f"{r['contender']:<15} {r['median_s'] * 1e3:9.1f} {ratio} {share} {mib} {mratio}")
+            lines.append(f"{r['contender']:<15} {r['median_s'] * 1e3:9.1f} {ratio} {share} {layer} {mib} "
+                         f"{mratio}")
     verdicts = targets_met(records)
     if verdicts:
         lines += ["", "targets:"] + [f"  {'met   ' if ok else 'missed'} {text}" for text, ok in verdicts]

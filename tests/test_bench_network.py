@@ -67,18 +67,26 @@ def test_peak_memory_counts_what_a_step_keeps():
 
 
 def test_targets_verdicts():
-    def record(contender, ms):  # two passes, the second under load that slows every contender
-        return {"network": "resnet18", "contender": contender, "pass_medians_s": [ms / 1e3, 2 * ms / 1e3]}
+    def record(contender, ms, layer_ms=None):  # two passes, the second under load
+        return {"network": "resnet18", "contender": contender, "layer_s": layer_ms and layer_ms / 1e3,
+                "pass_medians_s": [ms / 1e3, 2 * ms / 1e3]}
 
-    records = [record("plain", 100), record("dropout", 105), record("heads-conv", 113),
-               record("fused-conv", 114), record("heads-1x1", 102), record("fused-1x1", 104)]
+    records = [record("plain", 100), record("dropout", 105, 5), record("heads-conv", 113),
+               record("fused-conv", 114, 1), record("heads-1x1", 102), record("fused-1x1", 104, 2)]
     verdicts = dict((text.split(":")[1].split("(")[0].strip(), ok)
                     for text, ok in bench_network.targets_met(records))
-    assert verdicts == {"the fused layer's own share with the conv head": True,
-                        "the fused layer's own share with the 1x1 head": True,
+    assert verdicts == {"the fused layer's own time with the conv head": True,
+                        "the fused layer's own time with the 1x1 head": True,
                         "the step with the 1x1 head is 1.040x plain's": True}
-    records[-1] = record("fused-1x1", 108)  # 6 ms of its own, dropout's 5; 1.08x plain
+    records[-1] = record("fused-1x1", 108, 6)  # 6 ms of its own, dropout's 5; 1.08x plain
     assert [ok for _, ok in bench_network.targets_met(records)] == [True, False, False]
+
+
+def test_layer_time_is_the_layers_own():
+    times = {c: bench_network.layer_seconds(bench_network.make_step("resnet18", c, 2, 32), c)
+             for c in ("plain", "dropout", "fused-1x1", "reference-conv")}
+    assert times["plain"] is None and times["reference-conv"] is None
+    assert times["dropout"] > 0 and times["fused-1x1"] > 0  # the events are named as expected
 
 
 @pytest.mark.parametrize("args, says", [
