@@ -11,6 +11,15 @@ from infodrop import InfoDropWrapper, bench, bench_network
 pytest.importorskip("torchvision")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small inputs: one thread does them as fast, and two spin-wait on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_contenders_build_what_they_say():
     kinds = {}
     for contender in bench_network.CONTENDERS:
@@ -39,12 +48,8 @@ def test_heads_alone_pass_x_through_and_run_the_heads_backward():
 
 def test_bench_network_writes_every_record(tmp_path, capsys):
     path = tmp_path / "network.json"
-    threads = torch.get_num_threads()
-    try:  # one thread: tiny steps, and two threads spin on a busy machine
-        assert bench.main(["--network", "resnet18", "--quick", "--batch", "2", "--image-size", "32",
-                           "--threads", "1", "--no-memory", "--no-progress", "--json", str(path)]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert bench.main(["--network", "resnet18", "--quick", "--batch", "2", "--image-size", "32",
+                       "--threads", "1", "--no-memory", "--no-progress", "--json", str(path)]) == 0
     data = json.loads(path.read_text())
     assert (data["warmup"], data["repeats"], data["blocks"]) == (0, 1, 1)
     assert all(len(r["pass_medians_s"]) == 1 for r in data["results"])
