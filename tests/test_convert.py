@@ -182,18 +182,18 @@ def test_replace_dropout_channels_of_sequences_and_of_dropout2d():
 
 
 def test_info_dropout_is_a_drop_in_for_dropout():
-    layer = infodrop.InfoDropout(4, max_alpha=0.5, prior="log_normal")
-    assert isinstance(layer.dropout.mu, nn.Parameter)  # the options reach InformationDropout
-    assert "4, dim=1, init_alpha=0.251" in repr(layer) and "prior='log_normal'" in repr(layer)
+    normal = infodrop.InfoDropout(4, prior="log_normal", unit_mean=True)
+    assert (normal.dropout.prior, normal.dropout.unit_mean) == ("log_normal", True)  # passed through
+    layer = infodrop.InfoDropout(4, max_alpha=0.5)
+    assert "4, dim=1, init_alpha=0.251" in repr(layer) and "max_alpha=0.5" in repr(layer)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([1.0, -1.0, 0.5, 2.0]))
-    x = torch.rand(3, 4, 5) + 0.1
+    x = torch.rand(3, 4, 5)
     torch.manual_seed(7)
-    z = layer(x)
+    z = nn.Sequential(layer)(x)
     torch.manual_seed(7)
     logit = layer.bias.view(1, 4, 1) + layer.weight.view(1, 4, 1) * x  # alpha from x itself
-    expected, kl = infodrop.information_dropout(x, logit, prior="log_normal", max_alpha=0.5,
-                                                mu=layer.dropout.mu, sigma=layer.dropout.sigma)
+    expected, kl = infodrop.information_dropout(x, logit, max_alpha=0.5)
     assert torch.equal(z, expected) and torch.allclose(layer.kl, kl)
     layer.reset_parameters()
     assert torch.equal(layer.weight, torch.zeros(4))
