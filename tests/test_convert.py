@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import infodrop
+from infodrop.adapters import alpha_of_dropout_rate
 from infodrop.paper.models import all_cnn_32
 
 torchvision = pytest.importorskip("torchvision")
@@ -167,6 +168,8 @@ def test_replace_dropout_in_sequential_and_its_initial_noise():
     assert type(model[5]) is nn.Dropout  # p = 0: no dropout there to replace
     # the noise of binary dropout at p = 0.3 has relative variance p / (1 - p) = exp(alpha^2) - 1
     assert layer.init_alpha == pytest.approx(math.sqrt(-math.log(0.7)))
+    # p = 0.5 needs alpha = 0.83, beyond the cap alpha_min + max_alpha: 95% of the range
+    assert alpha_of_dropout_rate(0.5, 1e-3, 0.7) == pytest.approx(1e-3 + 0.95 * 0.7)
     model.train()
     model(x)
     assert layer.kl.shape == (8,)
