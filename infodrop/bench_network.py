@@ -128,26 +128,35 @@ def make_step(network: str, contender: str, batch: int = 32, image_size: int = 6
 # and backward.  nn.Dropout on the CPU is bernoulli_ + mul inside aten::dropout, its backward a
 # MulBackward0 (the only multiplication with a gradient in the dropout contender's networks);
 # on CUDA, native_dropout.
-LAYER_EVENTS = {
-    "dropout": ("aten::dropout", "autograd::engine::evaluate_function: MulBackward0",
-                "autograd::engine::evaluate_function: NativeDropoutBackward0"),
-    "fused": ("infodrop::information_dropout",
-              "autograd::engine::evaluate_function: InformationDropoutBackward"),
+LAYER_EVENTS = {  # (forward events, backward events)
+    "dropout": (("aten::dropout",), ("autograd::engine::evaluate_function: MulBackward0",
+                                     "autograd::engine::evaluate_function: NativeDropoutBackward0")),
+    "fused": (("infodrop::information_dropout",),
+              ("autograd::engine::evaluate_function: InformationDropoutBackward",)),
 }
 
 
 def layer_seconds(step, contender) -> float | None:
     """CPU seconds of the dropout layers' own forward and backward in one profiled step (not the
     alpha heads); None for the contenders without such a layer or whose layer is many small ops
-    (the reference)."""
+    (the reference).  An error if the step's profile lacks the forward or the backward events
+    (renamed ops would otherwise read as a layer that costs nothing)."""
     from torch.profiler import ProfilerActivity, profile
 
-    names = LAYER_EVENTS.get(contender.split("-")[0])
-    if names is None:
+    events = LAYER_EVENTS.get(contender.split("-")[0])
+    if events is None:
         return None
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
-    return sum(e.cpu_time_total for e in prof.events() if e.name in names) / 1e6
+    total = {}
+    for e in prof.events():
+        for i, names in enumerate(events):
+            if e.name in names:
+                total[i] = total.get(i, 0) + e.cpu_time_total
+    if len(total) != 2:
+        raise RuntimeError(f"bench --network: the profile of {contender!r} has no event of its "
+                           f"layer's {'forward' if 0 not in total else 'backward'} ({events})")
+    return sum(total.values()) / 1e6
 
 
 def peak_bytes(step) -> int | None:
