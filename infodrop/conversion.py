@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .adapters import InfoDropout, InfoDropWrapper, alpha_of_dropout_rate
-from .modules import InformationDropout
+from .modules import InformationDropout, track_kl
 
 ALPHA_HEADS = ("conv", "1x1")
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -90,7 +90,8 @@ def convert(model, targets=(), *, replace_dropout=False, alpha_head="conv", kl_w
         # through _modules: Sequential children are named "0", "1", ...; resolved from the
         # original module objects, so a target nested in another target is found too
         modules[parent]._modules[child] = new
-    return model
+    # each forward of the model is one KL pass: kl_divergence(model) sums that forward's calls
+    return track_kl(model)
 
 
 def _check_targets(targets, modules):

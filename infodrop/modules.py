@@ -186,7 +186,8 @@ class InformationDropout(nn.Module):
             if training and weight and kl.requires_grad:
                 z = _ApplyKLGradient.apply(z, kl, weight)
             kl = kl.detach()
-        if not recompute:
+        # an exported program has no Python attributes to record into: its KL lives in the graph
+        if not (recompute or torch.compiler.is_exporting()):
             _set(self, "_kl_calls", self._kl_calls + (kl,) if self._kl_depth else (kl,))
         return z
 

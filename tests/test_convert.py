@@ -6,7 +6,6 @@ in training mode it must draw noise, report a KL per sample and give the new par
 """
 
 import copy
-import inspect
 import math
 import pathlib
 import re
@@ -34,16 +33,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-
-
-def _kl_weight_accepted():
-    return "kl_weight" in inspect.signature(infodrop.InformationDropout.__init__).parameters
-
-
-requires_kl_weight = pytest.mark.skipif(
-    not _kl_weight_accepted(),
-    reason="InformationDropout has no kl_weight yet (issue 10 point 3, another branch): enable "
-           "once it is merged")
 
 
 def _converted(model, x=X, **kwargs):
@@ -287,7 +276,6 @@ def test_state_dict_round_trip_and_deepcopy():
         assert torch.equal(a(X), b(X)) and torch.equal(a(X), c(X))
 
 
-@requires_kl_weight
 def test_kl_weight_trains_a_converted_resnet_with_the_plain_loss():
     """One SGD step with the plain loss (no KL in the loop) equals one with the KL term written
     out: the layers add kl_weight * kl.mean()'s gradient in their backward."""
@@ -313,7 +301,6 @@ def test_kl_weight_trains_a_converted_resnet_with_the_plain_loss():
     assert steps["plain"]["layer4.alpha_head.weight"].abs().sum() > 0
 
 
-@requires_kl_weight
 def test_readme_convert_example_runs():
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme[readme.index("## Information Dropout in your CNN"):]
@@ -356,14 +343,43 @@ def test_an_eval_mode_converted_model_exports():
     program = torch.export.export(model, (X,))
     assert torch.equal(program.module()(X), expected)
     pytest.importorskip("onnxscript")
-    try:
-        onnx_program = torch.onnx.export(model, (X,), dynamo=True, verbose=False)
-    except Exception as error:  # noqa: BLE001 - whatever the exporter raises
-        if "information_dropout" not in str(error):
-            raise
-        pytest.skip("the op has no ONNX export yet (issue 10 point 7, another branch): enable "
-                    "once it is merged")
+    onnx_program = torch.onnx.export(model, (X,), dynamo=True, verbose=False)
+    assert not any(node.domain.startswith("infodrop") for node in onnx_program.model_proto.graph.node)
     ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(onnx_program.model_proto.SerializeToString())
     (got,) = session.run(None, {session.get_inputs()[0].name: X.numpy()})
     torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)
+
+
+def _small_cnn():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(16, 10))
+
+
+def test_a_converted_model_counts_the_kl_of_its_last_forward_only():
+    """convert tracks the model: a forward's KL is that forward's, whatever ran before (an eval
+    forward, a bigger batch) and however often the model is called."""
+    model = infodrop.convert(_small_cnn(), ["3"], replace_dropout=True, example_input=X)
+    model(torch.randn(5, 3, 32, 32))  # another batch size, not summed with the next forward
+    model.eval()(X)
+    model.train()
+    model(X)
+    kl = infodrop.kl_divergence(model)
+    assert kl.shape == (2,) and kl.requires_grad
+    parts = model[3].dropout.kl + model[6].dropout.kl
+    torch.testing.assert_close(kl, parts)
+
+
+def test_torch_compile_fullgraph_of_a_whole_converted_model():
+    model = infodrop.convert(_small_cnn(), ["1", "3"], replace_dropout=True, example_input=X,
+                             kl_weight=1e-3)
+    compiled = torch.compile(model, fullgraph=True)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(X), model(X))
+    model.train()
+    out = compiled(X)
+    out.square().mean().backward()  # kl_weight: the KL's gradient comes with the plain loss
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert infodrop.kl_divergence(model).shape == (2,)
