@@ -38,19 +38,24 @@ def version():
 
 
 # What the library needs is torch alone.  The extras: "paper" for the paper's application
-# (python -m infodrop train, experiments/), "bench" for the pytest-benchmark suite, "models"
-# for converting torchvision/timm networks in the tests and benchmarks, "test" for make test.
+# (python -m infodrop train, experiments/), "models" for converting torchvision/timm networks
+# (infodrop.convert needs neither: the tests and the network benchmark build them), "bench" for
+# the pytest-benchmark suite, "test" for make test.  torchvision must be the release that matches
+# torch (0.29.x for torch 2.14; requirements.txt pins it); pip resolves that from its own pin.
+MODELS = ["torchvision", "timm"]
 EXTRAS = {
     "paper": ["numpy", "matplotlib", "scikit-learn", "tqdm"],
-    "bench": ["pytest", "pytest-benchmark"],
-    "models": ["torchvision", "timm"],
-    "test": ["pytest", "pytest-benchmark", "expecttest", "hypothesis", "ruff", "numpy"],
+    "models": MODELS,
+    "bench": ["pytest", "pytest-benchmark"] + MODELS,
+    "test": ["pytest", "pytest-benchmark", "expecttest", "hypothesis", "ruff", "numpy", "onnx",
+             "onnxscript", "onnxruntime"] + MODELS,
 }
 EXTRAS["all"] = sorted({name for names in EXTRAS.values() for name in names})
 
 
 def cpu_extension():
-    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/bindings.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = (["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/autocast.cpp", "csrc/bindings.cpp"]
+               + sorted(glob.glob("csrc/cpu/*.cpp")))
     # -O3 and OpenMP: at::parallel_for runs on one thread without -fopenmp.  No -march: the
     # ISA-specific files raise their own target, so the module runs on any x86-64 CPU.
     flags = ["-O3", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]

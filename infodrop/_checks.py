@@ -18,6 +18,10 @@ _CAP_LIMIT = 2.0**126
 
 
 def check_tensor_pair(x, alpha_logit):
+    """Checks x and alpha_logit and returns the alpha_logit to use: cast to x's dtype where the
+    autocast rule makes a dtype mismatch valid (docs/spec.md section 4; the raw op's kernel of
+    the rule: csrc/autocast.cpp).  Applied here, in the mismatch's branch, it costs valid calls
+    nothing."""
     if type(x) is not torch.Tensor or type(alpha_logit) is not torch.Tensor:
         for name, t in (("x", x), ("alpha_logit", alpha_logit)):
             if not isinstance(t, torch.Tensor):
@@ -25,7 +29,11 @@ def check_tensor_pair(x, alpha_logit):
     if not x.dtype.is_floating_point:
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
     if alpha_logit.dtype != x.dtype:
-        raise TypeError(f"alpha_logit must have the dtype of x ({x.dtype}), got {alpha_logit.dtype}")
+        # under torch.autocast a floating alpha_logit takes x's dtype: like dropout, the layer
+        # never changes the dtype of the activation stream
+        if not (alpha_logit.dtype.is_floating_point and torch.is_autocast_enabled(x.device.type)):
+            raise TypeError(f"alpha_logit must have the dtype of x ({x.dtype}), got {alpha_logit.dtype}")
+        alpha_logit = alpha_logit.to(x.dtype)
     if alpha_logit.shape != x.shape:
         raise ValueError(f"alpha_logit must have the shape of x {tuple(x.shape)}, "
                          f"got {tuple(alpha_logit.shape)}")
@@ -34,6 +42,7 @@ def check_tensor_pair(x, alpha_logit):
                          f"got {alpha_logit.device}")
     if x.dim() == 0:
         raise ValueError("x must have a batch dimension (shape (B, ...)), got a 0-dim tensor")
+    return alpha_logit
 
 
 def _real(value, name):

@@ -149,6 +149,15 @@ def main(argv=None) -> int:
     parser.add_argument("--host", action="store_true",
                         help="instead of the matrix: the host cost of one call on tiny tensors "
                              "(infodrop/bench_host.py), against F.dropout's")
+    parser.add_argument("--network", nargs="*", metavar="NAME",
+                        help="instead of the matrix: whole training steps of torchvision networks "
+                             "converted by infodrop.convert (infodrop/bench_network.py; names: "
+                             "resnet18, vgg11_bn; default: both; needs the 'models' extra)")
+    parser.add_argument("--batch", type=int, default=32, help="--network: batch size (default 32)")
+    parser.add_argument("--image-size", type=int, default=64,
+                        help="--network: image side (default 64)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="--network: skip the peak-memory measurement (a profiled step each)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible")
@@ -166,6 +175,13 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.host:
         return _host(args.device, args.json)
+    if args.network is not None:
+        if args.device != "cpu":
+            parser.error("--network: measured on the CPU only (peak memory from the CPU profiler)")
+        if args.batch < 1 or args.image_size < 32:
+            parser.error(f"--batch must be >= 1 and --image-size >= 32, got {args.batch} and "
+                         f"{args.image_size}")
+        return _network(args, parser)
     try:
         cases = [parse_case(text, args.device) for text in args.shapes or defaults["shapes"]]
     except ValueError as error:
@@ -202,3 +218,38 @@ def _host(device: str, json_path) -> int:
             json.dump({"environment": env, "results": records}, f, indent=1)
     return 0
 
+
+
+def _network(args, parser) -> int:
+    from . import bench_network
+
+    networks = args.network or list(bench_network.NETWORKS)
+    unknown = [n for n in networks if n not in bench_network.NETWORKS]
+    if unknown:
+        parser.error(f"--network: unknown {unknown}; one of {list(bench_network.NETWORKS)}")
+    try:
+        import torchvision  # noqa: F401
+    except ModuleNotFoundError as error:
+        print(f"python -m infodrop bench --network needs the 'models' extra (missing: {error.name}): "
+              "pip install -e '.[models]'", file=sys.stderr)
+        return 2
+    # each contender's model is built afresh in each pass (see bench_network.run); --quick: one
+    # pass of one step, no warm-up
+    settings = {"warmup": args.warmup if args.warmup is not None else 0 if args.quick else 1,
+                "repeats": args.repeats or (1 if args.quick else 3), "blocks": 1 if args.quick else 3}
+    env = environment("cpu")
+    print(f"infodrop bench --network ({env['cpu']}, threads: {env['threads']}, torch {env['torch']}): "
+          f"one training step (forward, cross-entropy + KL, backward, SGD momentum), median of "
+          f"{settings['repeats'] * settings['blocks']} in {settings['blocks']} passes after "
+          f"{settings['warmup']} warm-up each; '/ plain' and 'added ms' (over what the contender is "
+          "built on: fused over its heads alone, dropout and heads over plain) compare within a "
+          "pass, median over passes; 'layer ms': the dropout layers' own forward and backward in "
+          "a profiled step; peak: live tensors in a step, from the profiler")
+    records = bench_network.run(networks, list(bench_network.CONTENDERS), batch=args.batch,
+                                image_size=args.image_size, memory=not args.no_memory,
+                                progress=not args.no_progress, **settings)
+    print(bench_network.format_table(records))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, **settings, "results": records}, f, indent=1)
+    return 0

@@ -7,6 +7,7 @@ import torch
 from . import _ops, reference
 from ._backends import resolve
 from ._checks import check_options, check_tensor_pair, check_u64
+from ._per_rank import fold_rank
 from ._spec import kl_dtype
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -86,15 +87,23 @@ def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
                          backend):
     """information_dropout() once its options are known to be valid: the modules check theirs
     when they are set, not on every call (the checks are a tenth of the call's host time)."""
-    check_tensor_pair(x, alpha_logit)
+    alpha_logit = check_tensor_pair(x, alpha_logit)  # applies the autocast rule
     apply_noise = training or noise_in_eval
+    if apply_noise and seed_bits is None:
+        offset_bits = fold_rank(offset_bits)
     device = x.device
     chosen = resolve(backend, device)
+    if not apply_noise and torch.compiler.is_exporting():
+        # z = x and a KL of plain torch ops: the exported graph (torch.export, ONNX) needs no
+        # custom op where none is needed; eager calls keep the one fused call
+        chosen = "reference"
     if chosen == "reference":
-        if seed_bits is None:  # the pure-PyTorch stream takes a Python int: this syncs
-            seed_bits = int(_draw_seed(generator, device).item()) if apply_noise else 0
-        eps = reference.noise(x.shape, _as_uint64(seed_bits), _as_uint64(offset_bits),
-                              device=device)
+        eps = None  # the reference reads eps only where it applies noise
+        if apply_noise:
+            if seed_bits is None:  # the pure-PyTorch stream takes a Python int: this syncs
+                seed_bits = int(_draw_seed(generator, device).item())
+            eps = reference.noise(x.shape, _as_uint64(seed_bits), _as_uint64(offset_bits),
+                                  device=device)
         return reference.information_dropout(
             x, alpha_logit, eps, prior=prior, max_alpha=max_alpha, alpha_min=alpha_min, mu=mu,
             sigma=sigma, mask_inactive=mask_inactive, unit_mean=unit_mean, training=training,

@@ -100,7 +100,8 @@ def kl_per_unit(x, alpha, *, prior="log_uniform", max_alpha=0.7, alpha_min=1e-3,
 def information_dropout(x, alpha_logit, eps, *, prior="log_uniform", max_alpha=0.7,
                         alpha_min=1e-3, mu=0.0, sigma=1.0, mask_inactive=False,
                         unit_mean=False, training=True, noise_in_eval=False):
-    """z = x * exp(alpha * eps) and the per-sample KL, given the standard-normal noise eps.
+    """z = x * exp(alpha * eps) and the per-sample KL, given the standard-normal noise eps
+    (read only where noise is applied: None is fine with ``training=False``).
 
     Half types are computed in float32 and z is returned in x's dtype; kl has shape (B,) and
     dtype float32 (float64 for float64 inputs), like the fused kernels.

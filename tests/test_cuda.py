@@ -215,10 +215,14 @@ def test_module_trains_on_the_gpu():
     layer = infodrop.InformationDropout(prior="log_normal").cuda()
     x, logit = _cuda_inputs((4, 3, 8, 8), prior="log_normal")
     x.requires_grad_()
+    logit.requires_grad_()
     z = layer(x, logit)
     (z.sum() + infodrop.kl_divergence(layer).sum()).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
-    assert all(p.grad is not None for p in layer.parameters())
+    assert logit.grad is not None and torch.isfinite(logit.grad).all()
+    # the log-normal prior follows the data on the GPU too (a moment match, no gradient step)
+    assert layer.mu.is_cuda and torch.isfinite(layer.mu) and layer.mu.item() != 0.0
+    assert layer.sigma.is_cuda and layer.sigma.item() > 0 and layer.sigma.item() != 1.0
 
 
 

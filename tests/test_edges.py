@@ -117,6 +117,88 @@ def test_header_double_sigmoid_is_zero_where_exp_overflows(tmp_path):
                     1e-323)
 
 
+IN_RANGE_HARNESS = r"""
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include "infodrop/elementwise.h"
+using namespace infodrop;
+static bool same(float a, float b) { return as_uint(a) == as_uint(b) || (a != a && b != b); }
+// The fast paths against the IEEE ones, bit for bit, where the fast paths say they apply.
+// Prints: mismatches, then how many inputs each side of the ranges took (both must be > 0).
+int main() {
+  long bad = 0, inside = 0, outside = 0;
+  for (uint64_t b = 0; b <= 0xffffffffu; b += 997) {  // every sign, exponent and mantissa region
+    const float x = as_float(static_cast<uint32_t>(b));
+    const bool exp_outside = outside_exp_range(x), log_outside = outside_log_range(x);
+    // the ranges themselves: |x| <= 86 for exp and the sigmoid, positive normal x for log
+    bad += exp_outside != !(x >= -86.0f && x <= 86.0f);
+    bad += log_outside != !(x >= 1.17549435e-38f && x <= 3.40282347e38f);
+    if (!exp_outside) {
+      bad += !same(exp_in_range(x), exp_ieee(x));
+      float s, oms;
+      sigmoid_in_range(x, s, oms);
+      const float e = exp_ieee(-x), s_ieee = reciprocal(1.0f + e);
+      bad += !same(s, s_ieee) + !same(oms, e * s_ieee);
+    }
+    if (!log_outside) bad += !same(log_of_normal(x), fast_log(x));
+  }
+  // whole elements, every option: InRangeMath equals IeeeMath wherever it does not flag an input
+  const float specials[] = {0.f, 1e-45f, 1e-40f, 1.17e-38f, 1e-4f, 1.f, 85.9f, 86.f, 86.1f, 87.f,
+                            88.8f, 104.f, 1e30f, 3.4e38f, INFINITY, NAN};
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const auto pick = [&]() {
+    const float v = specials[rng() % (sizeof specials / sizeof specials[0])];
+    return (rng() & 1) ? -v : v;
+  };
+  for (int options = 0; options < 32; ++options) {
+    Params<float> p;
+    p.set_options((options & 16) ? 40.0f : 0.7f, (options & 8) ? 0.0f : 1e-3f,
+                  Prior(options & 1), options & 2, options & 4, true);
+    p.set_prior(0.3f, 1.5f);
+    for (int i = 0; i < 20000; ++i) {
+      const float x = i % 4 == 1 ? pick() : std::ldexp(u(rng), int(rng() % 40) - 20);
+      const float logit = i % 4 == 2 ? pick() : 100.0f * u(rng);
+      const float eps = i % 4 == 3 ? pick() : 6.0f * u(rng);
+      InRangeMath<float> fast;
+      IeeeMath<float> ieee;
+      const ForwardOut<float> f1 = forward_element_with(fast, x, logit, eps, p);
+      const ForwardOut<float> f2 = forward_element_with(ieee, x, logit, eps, p);
+      InRangeMath<float> fast_b;
+      const BackwardOut<float> b1 = backward_element_with(fast_b, 0.7f, 1.3f, x, logit, eps, p);
+      const BackwardOut<float> b2 = backward_element_with(ieee, 0.7f, 1.3f, x, logit, eps, p);
+      const bool flagged = fast.outside || fast_b.outside;
+      (flagged ? outside : inside) += 1;
+      if (!flagged)
+        bad += !same(f1.z, f2.z) + !same(f1.kl, f2.kl) + !same(b1.grad_x, b2.grad_x) +
+               !same(b1.grad_logit, b2.grad_logit) + !same(b1.dmu, b2.dmu) +
+               !same(b1.dsigma, b2.dsigma);
+    }
+  }
+  std::printf("%ld %ld %ld\n", bad, inside, outside);
+}
+"""
+
+
+def test_header_fast_paths_equal_the_ieee_paths_where_they_apply(tmp_path):
+    """The in-range fast paths (exp_in_range, sigmoid_in_range, log_of_normal, InRangeMath) take
+    every input their range tests let through to the same bits as the IEEE paths, and the
+    range tests let through exactly |x| <= 86 (exp, sigmoid) and positive normal x (log)."""
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ is not installed")
+    (tmp_path / "in_range.cpp").write_text(IN_RANGE_HARNESS)
+    exe = tmp_path / "in_range"
+    subprocess.run([compiler, "-std=c++17", "-O2", "-Wall", "-Werror", f"-I{ROOT / 'csrc'}",
+                    str(tmp_path / "in_range.cpp"), "-o", str(exe)], check=True,
+                   capture_output=True, text=True)
+    bad, inside, outside = map(int, subprocess.run([str(exe)], capture_output=True, text=True,
+                                                   check=True).stdout.split())
+    assert bad == 0
+    assert inside > 100_000 and outside > 100_000  # both sides of the ranges were exercised
+
+
 # ---- the op on the CPU kernels and on Triton --------------------------------------------------
 
 EDGE_SCRIPT = r"""

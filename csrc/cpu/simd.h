@@ -34,6 +34,7 @@ constexpr int kLanes = INFODROP_SIMD_BYTES / 4;
 using ::infodrop::any_;
 using ::infodrop::as_float;
 using ::infodrop::as_uint;
+using ::infodrop::either;
 using ::infodrop::max_;
 using ::infodrop::min_;
 using ::infodrop::low_words;
@@ -96,6 +97,7 @@ INFODROP_HD VFloat select(Mask m, VFloat a, VFloat b) {
 INFODROP_HD VUint select(Mask m, VUint a, VUint b) {
   return VUint((a.v & (vu_t)m.m) | (b.v & ~(vu_t)m.m));
 }
+INFODROP_HD Mask either(Mask a, Mask b) { return {a.m | b.m}; }
 INFODROP_HD bool any_(Mask m) {
 #if defined(INFODROP_TARGET_AVX512)
   return _mm512_test_epi32_mask((__m512i)m.m, (__m512i)m.m) != 0;

@@ -45,6 +45,21 @@ __device__ __forceinline__ void step_noise(int64_t step, const StreamKey& key, b
   }
 }
 
+// f(q) with q = p and q.apply_noise a constant the compiler sees: the step is compiled once with
+// noise and once without, each free of the per-element tests of the flag (and the one with
+// noise is the path docs/performance.md counts).
+template <class S, class F>
+__device__ __forceinline__ void with_noise_flag_known(const Params<S>& p, F&& f) {
+  Params<S> q = p;
+  if (p.apply_noise) {
+    q.apply_noise = true;
+    f(q);
+  } else {
+    q.apply_noise = false;
+    f(q);
+  }
+}
+
 // Elements i0 .. i0 + V - 1 of p, converted to S: one vector load (16 bytes; 32 for double)
 // for a whole step, else element by element within the sample.
 template <int V, class T, class S>
@@ -78,8 +93,30 @@ __device__ __forceinline__ void store_step(T* __restrict__ p, int64_t i0, bool w
   }
 }
 
+// sum += v[k] for the elements of the step that are in the sample, in order.  A whole step
+// branches once, not once per element: the compiler kept the per-element bounds check (64-bit
+// compares) on the whole steps when it was written as `whole || sample.has(i0 + k)`.
+template <int V, class S>
+__device__ __forceinline__ void add_step(S& sum, const S (&v)[V], int64_t i0, bool whole,
+                                         const SampleSteps<V>& sample) {
+  if (whole) {
+#pragma unroll
+    for (int k = 0; k < V; ++k) sum += v[k];
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      if (sample.has(i0 + k)) sum += v[k];
+  }
+}
+
+// 5 resident blocks (62% occupancy) need at most 51 registers, which the float and 16-bit
+// forward kernels fit without spilling (ptxas would otherwise take 57); 0 leaves the double
+// kernel's registers to ptxas (a bound spilled there).
+template <class T>
+constexpr int kForwardMinBlocks = sizeof(T) <= 4 ? 5 : 0;
+
 template <class T, class S>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kForwardMinBlocks<T>)
     forward_kernel(const T* __restrict__ x, const T* __restrict__ logit, T* __restrict__ z,
                    S* __restrict__ kl_partials, Shape shape, bool aligned, SeedRef seed,
                    uint64_t offset, Params<S> p, const S* mu, const S* sigma) {
@@ -92,20 +129,23 @@ __global__ void __launch_bounds__(kThreads)
     const SampleSteps<V> sample(shape, b);
     S kl_sum = 0;
     for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x, [&](int64_t step) {
+      with_noise_flag_known(p, [&](const Params<S>& p) {
       const bool whole = sample.whole(step, aligned);
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);
-      S xv[V], lv[V], zv[V];
+      S xv[V], lv[V], zv[V], klv[V];
       load_step(x, i0, whole, sample, xv);
       load_step(logit, i0, whole, sample, lv);
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         const ForwardOut<S> out = forward_element(xv[k], lv[k], static_cast<S>(eps[k]), p);
         zv[k] = out.z;
-        if (whole || sample.has(i0 + k)) kl_sum += out.kl;
+        klv[k] = out.kl;
       }
       store_step(z, i0, whole, sample, zv);
+      add_step(kl_sum, klv, i0, whole, sample);
+      });
     });
     const S block_sum = Reduce(reduce_storage).Sum(kl_sum);
     if (threadIdx.x == 0) kl_partials[partial_slot(b, gridDim.x, blockIdx.x)] = block_sum;
@@ -130,11 +170,12 @@ __global__ void __launch_bounds__(kThreads)
     const S weight = grad_kl[b];
     S dmu_sum = 0, dsigma_sum = 0;
     for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x, [&](int64_t step) {
+      with_noise_flag_known(p, [&](const Params<S>& p) {
       const bool whole = sample.whole(step, aligned);
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);
-      S gzv[V], xv[V], lv[V], gxv[V], glv[V];
+      S gzv[V], xv[V], lv[V], gxv[V], glv[V], dmuv[V], dsigmav[V];
       load_step(grad_z, i0, whole, sample, gzv);
       load_step(x, i0, whole, sample, xv);
       load_step(logit, i0, whole, sample, lv);
@@ -144,13 +185,14 @@ __global__ void __launch_bounds__(kThreads)
             backward_element(gzv[k], weight, xv[k], lv[k], static_cast<S>(eps[k]), p);
         gxv[k] = out.grad_x;
         glv[k] = out.grad_logit;
-        if (whole || sample.has(i0 + k)) {
-          dmu_sum += out.dmu;
-          dsigma_sum += out.dsigma;
-        }
+        dmuv[k] = out.dmu;
+        dsigmav[k] = out.dsigma;
       }
       store_step(grad_x, i0, whole, sample, gxv);
       store_step(grad_logit, i0, whole, sample, glv);
+      add_step(dmu_sum, dmuv, i0, whole, sample);
+      add_step(dsigma_sum, dsigmav, i0, whole, sample);
+      });
     });
     if (prior_partials != nullptr) {
       const S dmu_block = Reduce(reduce_storage).Sum(dmu_sum);

@@ -5,6 +5,8 @@
 // how they walk memory and reduce the per-sample KL.
 #pragma once
 
+#include <type_traits>
+
 #include "infodrop/fastmath.h"
 #include "infodrop/philox.h"
 
@@ -91,15 +93,61 @@ INFODROP_HD float noise_at(uint64_t index, const StreamKey& key) {
 
 // ---- the layer -------------------------------------------------------------------------------
 
+// The transcendental functions of an element, in two versions with one interface.  IeeeMath is
+// fastmath.h's functions, right for every input (each with its own rarely taken branch to the
+// ends of its range).  InRangeMath is their fast paths alone, right where the inputs are in
+// range, with the same values there; it records in `outside` the lanes where an input was not,
+// and its caller then runs the element again with IeeeMath (forward_element below; the CUDA
+// kernels once per step): one branch where IeeeMath has one per function.
+template <class E>
+struct IeeeMath {
+  INFODROP_HD void sigmoid(E x, E& s, E& one_minus_s) { fast_sigmoid(x, s, one_minus_s); }
+  INFODROP_HD E exp(E x) { return fast_exp(x); }
+  INFODROP_HD E log(E x) { return fast_log(x); }
+  INFODROP_HD E inverse(E alpha) { return exact_reciprocal(alpha); }
+};
+
+template <class E>
+struct InRangeMath {
+  decltype(E() < E()) outside;
+
+  // Not a default member initializer: GCC compiles the implicit constructor without the CPU
+  // kernels' `#pragma GCC target` and then cannot inline the SIMD lanes' functions into it.
+  INFODROP_HD InRangeMath() : outside(E(0.0f) < E(0.0f)) {}  // no lane yet
+
+  INFODROP_HD void sigmoid(E x, E& s, E& one_minus_s) {
+    outside = either(outside, outside_exp_range(x));
+    sigmoid_in_range(x, s, one_minus_s);
+  }
+  INFODROP_HD E exp(E x) {
+    outside = either(outside, outside_exp_range(x));
+    return exp_in_range(x);
+  }
+  INFODROP_HD E log(E x) {
+    outside = either(outside, outside_log_range(x));
+    return log_of_normal(x);
+  }
+  // 1 / alpha for alpha normal and below 2^126 (its bits 0x00800000 .. 0x7e7fffff)
+  INFODROP_HD E inverse(E alpha) {
+    using U = LanesUint<E>;
+    outside = either(outside, U(0x7dffffffu) < as_uint(alpha) - U(0x00800000u));
+    return exact_reciprocal_of_normal(alpha);
+  }
+};
+
+// Whether InRangeMath exists for the compute type: float lanes, not double.
+template <class E>
+constexpr bool kHasInRangeMath = !std::is_same<E, double>::value;
+
 template <class E, class S>
 INFODROP_HD E alpha_of(E s, const Params<S>& p) {
   return E(p.alpha_min) + E(p.max_alpha) * s;
 }
 
 // log(max(x, x_floor)) - mu, the mean difference of the log-normal KL
-template <class E, class S>
-INFODROP_HD E log_x_minus_mu(E x, const Params<S>& p) {
-  return fast_log(select(x > E(S(kXFloor)), x, E(S(kXFloor)))) - E(p.mu);
+template <class Math, class E, class S>
+INFODROP_HD E log_x_minus_mu(Math& math, E x, const Params<S>& p) {
+  return math.log(select(x > E(S(kXFloor)), x, E(S(kXFloor)))) - E(p.mu);
 }
 
 template <class E>
@@ -107,26 +155,38 @@ struct ForwardOut {
   E z, kl;
 };
 
-template <class E, class S>
-INFODROP_HD ForwardOut<E> forward_element(E x, E logit, E eps, const Params<S>& p) {
+template <class Math, class E, class S>
+INFODROP_HD ForwardOut<E> forward_element_with(Math& math, E x, E logit, E eps,
+                                               const Params<S>& p) {
   E s, one_minus_s;
-  fast_sigmoid(logit, s, one_minus_s);
+  math.sigmoid(logit, s, one_minus_s);
   const E alpha = alpha_of(s, p);
   E z = x;
   if (p.apply_noise) {
     E log_noise = alpha * eps;
     if (p.unit_mean) log_noise = log_noise - E(S(0.5)) * alpha * alpha;
-    z = x * fast_exp(log_noise);
+    z = x * math.exp(log_noise);
   }
   E kl;
   if (p.prior == Prior::LogUniform) {
-    kl = -fast_log(alpha * E(p.inv_cap));
+    kl = -math.log(alpha * E(p.inv_cap));
   } else {
-    const E d = log_x_minus_mu(x, p);
-    kl = (d * d + alpha * alpha) * E(p.half_inv_sigma2) - fast_log(alpha) + E(p.log_sigma - S(0.5));
+    const E d = log_x_minus_mu(math, x, p);
+    kl = (d * d + alpha * alpha) * E(p.half_inv_sigma2) - math.log(alpha) + E(p.log_sigma - S(0.5));
   }
   if (p.mask_inactive) kl = select(x == E(S(0)), E(S(0)), kl);
   return {z, kl};
+}
+
+template <class E, class S>
+INFODROP_HD ForwardOut<E> forward_element(E x, E logit, E eps, const Params<S>& p) {
+  if constexpr (kHasInRangeMath<E>) {
+    InRangeMath<E> fast;
+    const ForwardOut<E> out = forward_element_with(fast, x, logit, eps, p);
+    if (!any_(fast.outside)) return out;
+  }
+  IeeeMath<E> ieee;
+  return forward_element_with(ieee, x, logit, eps, p);
 }
 
 // Gradients of one element.  dmu and dsigma are d kl / d mu and d kl / d sigma of this element,
@@ -136,12 +196,12 @@ struct BackwardOut {
   E grad_x, grad_logit, dmu, dsigma;
 };
 
-template <class E, class S>
-INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E eps,
-                                            const Params<S>& p) {
+template <class Math, class E, class S>
+INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl, E x, E logit,
+                                                 E eps, const Params<S>& p) {
   const E zero(S(0));
   E s, one_minus_s;
-  fast_sigmoid(logit, s, one_minus_s);
+  math.sigmoid(logit, s, one_minus_s);
   const E alpha = alpha_of(s, p);
   E grad_x = grad_z, grad_alpha = zero;
   if (p.apply_noise) {
@@ -150,16 +210,16 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
       log_noise = log_noise - E(S(0.5)) * alpha * alpha;
       dlog_noise = eps - alpha;
     }
-    const E n = fast_exp(log_noise);
+    const E n = math.exp(log_noise);
     grad_x = grad_z * n;
     grad_alpha = grad_z * x * n * dlog_noise;
   }
-  const E inv_alpha = exact_reciprocal(alpha);
+  const E inv_alpha = math.inverse(alpha);
   E dkl_dalpha, dkl_dx = zero, dmu = zero, dsigma = zero;
   if (p.prior == Prior::LogUniform) {
     dkl_dalpha = -inv_alpha;
   } else {
-    const E d = log_x_minus_mu(x, p);
+    const E d = log_x_minus_mu(math, x, p);
     dkl_dalpha = alpha * E(p.inv_sigma2) - inv_alpha;
     dkl_dx = select(x > E(S(kXFloor)), d * E(p.inv_sigma2) / x, zero);
     dmu = -d * E(p.inv_sigma2);
@@ -175,6 +235,18 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
   grad_x = grad_x + grad_kl * dkl_dx;
   grad_alpha = grad_alpha + grad_kl * dkl_dalpha;
   return {grad_x, grad_alpha * E(p.max_alpha) * s * one_minus_s, dmu, dsigma};
+}
+
+template <class E, class S>
+INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E eps,
+                                            const Params<S>& p) {
+  if constexpr (kHasInRangeMath<E>) {
+    InRangeMath<E> fast;
+    const BackwardOut<E> out = backward_element_with(fast, grad_z, grad_kl, x, logit, eps, p);
+    if (!any_(fast.outside)) return out;
+  }
+  IeeeMath<E> ieee;
+  return backward_element_with(ieee, grad_z, grad_kl, x, logit, eps, p);
 }
 
 }  // namespace infodrop

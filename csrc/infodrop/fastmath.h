@@ -23,13 +23,14 @@ using LanesUint = decltype(as_uint(std::declval<F>()));
 template <class F>
 INFODROP_HD F log_of_normal(F x) {
   using U = LanesUint<F>;
-  const U bits = as_uint(x);
-  // x = m * 2^e with m in [0.5, 1); then fold m into [sqrt(1/2), sqrt(2)) so that f = m - 1 is
-  // small and the polynomial's relative error holds near log(1) = 0.
-  const F m = as_float((bits & U(0x007fffffu)) | U(0x3f000000u));
-  const auto below = m < F(0.70710678118654752f);
-  const F f = select(below, m + m, m) - F(1.0f);
-  const F e = signed_to_float((bits >> 23) - U(126u)) - select(below, F(1.0f), F(0.0f));
+  // x = m * 2^e with m in [sqrt(1/2), sqrt(2)), so that f = m - 1 is small and the
+  // polynomial's relative error holds near log(1) = 0.  Taking sqrt(1/2)'s mantissa bits
+  // (0x3504f3) off x's borrows one from the exponent field exactly where x's mantissa is below
+  // them (m = 2 * its m in [0.5, 1), e one less), so integer ops alone split x, no compare and
+  // select: t's exponent field is e + 126, its low bits plus sqrt(1/2)'s bits are m's bits.
+  const U t = as_uint(x) - U(0x003504f3u);
+  const F f = as_float((t & U(0x007fffffu)) + U(0x3f3504f3u)) - F(1.0f);
+  const F e = signed_to_float((t >> 23) - U(126u));
   const F z = f * f;
   F p = F(7.0376836292e-2f);
   p = p * f + F(-1.1514610310e-1f);
@@ -45,15 +46,22 @@ INFODROP_HD F log_of_normal(F x) {
   return f + tail + e * F(0.693359375f);
 }
 
+// Where log_of_normal does not apply: x not a positive normal float (the bits 0x00800000 ..
+// 0x7f7fffff are).
+template <class F>
+INFODROP_HD auto outside_log_range(F x) {
+  using U = LanesUint<F>;
+  return U(0x7effffffu) < as_uint(x) - U(0x00800000u);
+}
+
 // log(x) as IEEE float32 has it for every x: log(0) = -inf, log(+inf) = +inf, NaN for x < 0,
 // subnormal x as accurate as normal x; NaN propagates.  The KL takes the log of alpha, which is
 // 0 or subnormal when alpha_min = 0 and the sigmoid underflows, and of x, which may be +inf.
 template <class F>
 INFODROP_HD F fast_log(F x) {
-  using U = LanesUint<F>;
-  // Positive normal floats, the bits 0x00800000 .. 0x7f7fffff, take the polynomial alone; the
-  // rest is behind a branch that is rarely taken (run always, it cost the CPU forward about 10%).
-  if (!any_(U(0x7effffffu) < as_uint(x) - U(0x00800000u))) return log_of_normal(x);
+  // Positive normal floats take the polynomial alone; the rest is behind a branch that is
+  // rarely taken (run always, it cost the CPU forward about 10%).
+  if (!any_(outside_log_range(x))) return log_of_normal(x);
   // A subnormal x is scaled into the normal range (exactly) and 23 ln 2 taken off its log.
   const auto subnormal = x < F(1.17549435e-38f);
   const F y = log_of_normal(select(subnormal, x * F(8388608.0f), x)) -
@@ -63,25 +71,61 @@ INFODROP_HD F fast_log(F x) {
   return select(x < F(INFINITY), select(x > F(0.0f), y, zero_or_negative), x);
 }
 
-// exp(x) as IEEE float32 has it at the ends of the range: +inf from log(FLT_MAX) = 88.72 up,
-// the subnormal (correctly rounded from the polynomial) below log(FLT_MIN) = -87.34, 0 below
-// -103.97 and at -inf; NaN propagates through the clamp and the polynomial.
-template <class F>
-INFODROP_HD F fast_exp(F x) {
-  using U = LanesUint<F>;
-  // Outside [-104, 89] the result is 0 or inf whatever x is; the clamp keeps n in [-150, 128].
-  const F xc = min_(max_(x, F(-104.0f)), F(89.0f));
-  const U n = round_to_int(xc * F(1.44269504088896341f));
-  const F nf = signed_to_float(n);
-  const F r = xc - nf * F(0.693359375f) - nf * F(-2.12194440e-4f);
+// exp(x) = y * 2^n: y in [0.7, 1.5) from the polynomial, n = round(x / ln 2) (as int32 bits and
+// as a float), for |x| <= 104.
+template <class F, class U>
+INFODROP_HD F exp_parts(F x, U& n, F& nf) {
+  n = round_to_int(x * F(1.44269504088896341f));
+  nf = signed_to_float(n);
+  const F r = x - nf * F(0.693359375f) - nf * F(-2.12194440e-4f);
   F p = F(1.9875691500e-4f);
   p = p * r + F(1.3981999507e-3f);
   p = p * r + F(8.3334519073e-3f);
   p = p * r + F(4.1665795894e-2f);
   p = p * r + F(1.6666665459e-1f);
   p = p * r + F(5.0000001201e-1f);
-  const F y = r * r * p + r + F(1.0f);
+  return r * r * p + r + F(1.0f);
+}
+
+// Where exp_in_range does not apply: |x| > 86, or NaN.  An unsigned compare of the bits (NaN's
+// are above 86's), the same on every lane type.
+template <class F>
+INFODROP_HD auto outside_exp_range(F x) {
+  using U = LanesUint<F>;
+  return U(0x42ac0000u) < (as_uint(x) & U(0x7fffffffu));  // 0x42ac0000 = 86.0f
+}
+
+// exp(x) for |x| <= 86, the same value as fast_exp: there |n| <= 125 and y * 2^n is a normal
+// float, so adding n to y's exponent field is the exact product, one integer add in place of
+// the clamp and fast_exp's two multiplies.
+template <class F>
+INFODROP_HD F exp_in_range(F x) {
+  using U = LanesUint<F>;
+  U n;
+  F nf;
+  const F y = exp_parts(x, n, nf);
+  return as_float(as_uint(y) + (n << 23));
+}
+
+// exp(x) as IEEE float32 has it at the ends of the range: +inf from log(FLT_MAX) = 88.72 up,
+// the subnormal (correctly rounded from the polynomial) below log(FLT_MIN) = -87.34, 0 below
+// -103.97 and at -inf; NaN propagates through the clamp and the polynomial.
+template <class F>
+INFODROP_HD F exp_ieee(F x) {
+  using U = LanesUint<F>;
+  // Outside [-104, 89] the result is 0 or inf whatever x is; the clamp keeps n in [-150, 128].
+  U n;
+  F nf;
+  const F y = exp_parts(min_(max_(x, F(-104.0f)), F(89.0f)), n, nf);
   return scale_pow2(y, n, nf);  // rounds once, to +inf past FLT_MAX or to a subnormal
+}
+
+// exp(x) for every x: the ends behind a branch that is rarely taken (on the GPU the clamp and
+// the two-step scaling cost about 8 instructions per call).
+template <class F>
+INFODROP_HD F fast_exp(F x) {
+  if (!any_(outside_exp_range(x))) return exp_in_range(x);
+  return exp_ieee(x);
 }
 
 // sin(2 pi u) and cos(2 pi u) for u in [0, 1].  Reducing in turns is exact: u and q / 4 are
@@ -107,21 +151,31 @@ INFODROP_HD void fast_sincos_2pi(F u, F& sin_out, F& cos_out) {
 constexpr float kExpOverflowF = 88.72283935546875f;
 constexpr double kExpOverflowD = 709.7827128933841;
 
-// sigmoid(x) and 1 - sigmoid(x), the second without cancellation (e / (1 + e), e = exp(-x)).
+// sigmoid(x) and 1 - sigmoid(x), the second without cancellation (e / (1 + e), e = exp(-x)),
+// for |x| <= 86 (outside_exp_range(x) false): e in [e^-86, e^86], 1 + e normal and below
+// 2^126, as reciprocal needs.
+template <class F>
+INFODROP_HD void sigmoid_in_range(F x, F& s, F& one_minus_s) {
+  const F e = exp_in_range(-x);
+  s = reciprocal(F(1.0f) + e);
+  one_minus_s = e * s;
+}
+
+// The same for every x, as IEEE float32 evaluation of 1 / (1 + exp(-x)) has it.
 template <class F>
 INFODROP_HD void fast_sigmoid(F x, F& s, F& one_minus_s) {
-  const F e = fast_exp(-x);
+  // The rest (rare) is behind one branch, not selects on every lane (those cost the AVX2
+  // kernels ~5%).
+  if (!any_(outside_exp_range(x))) return sigmoid_in_range(x, s, one_minus_s);
+  const F e = exp_ieee(-x);
   s = reciprocal(F(1.0f) + e);  // 1 + e in [1, e^87] for x >= -87: normal, as reciprocal needs
   one_minus_s = e * s;
   // Below -87, e is huge or inf (the SIMD reciprocal of inf is NaN) and sigmoid(x) = exp(x) to
   // float precision; it is 0 where exp(-x) overflows, as 1 / (1 + exp(-x)) (torch.sigmoid, so
-  // the reference) is: with alpha_min = 0 the KL is then +inf where the reference's is.  Such
-  // lanes are rare: a branch, not selects on every lane (those cost the AVX2 kernels ~5%).
+  // the reference) is: with alpha_min = 0 the KL is then +inf where the reference's is.
   const auto low = x < F(-87.0f);
-  if (any_(low)) {
-    s = select(low, select(x > F(-kExpOverflowF), fast_exp(x), F(0.0f)), s);
-    one_minus_s = select(low, F(1.0f), one_minus_s);
-  }
+  s = select(low, select(x > F(-kExpOverflowF), exp_ieee(x), F(0.0f)), s);
+  one_minus_s = select(low, F(1.0f), one_minus_s);
 }
 
 INFODROP_HD double fast_log(double x) { return log(x); }

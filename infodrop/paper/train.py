@@ -233,6 +233,15 @@ def make_optimizer(model, args):
                            nesterov=args.momentum > 0, weight_decay=args.weight_decay)
 
 
+def draws_torch_noise(args):
+    """Whether the model draws noise with torch's own random ops (the binary and log-normal
+    dropout baselines, the Gaussian VAE latent): they know no per-rank rule, so in a
+    distributed run each rank seeds them differently itself."""
+    if args.model == "vae":
+        return args.latent == "gaussian"
+    return args.dropout in ("binary", "lognormal")
+
+
 def build_from_args(args, image_shape):
     model = build_model(args.model, image_shape=image_shape, dropout=args.dropout,
                         activation=args.activation, width=args.width, max_alpha=args.max_alpha,
@@ -284,7 +293,9 @@ def train(args):
         torch.manual_seed(args.seed)  # the same initial weights on every rank
         train_set, test_set = load_data(args)
         model = build_from_args(args, tuple(train_set.images.shape[1:])).to(env.device)
-        torch.manual_seed(args.seed + env.rank)  # then a different noise stream per rank
+        # then the noise from the same generator state on every rank, as in any user's script:
+        # Information Dropout folds the rank into its noise itself (infodrop.use_per_rank_noise)
+        torch.manual_seed(args.seed + (env.rank if draws_torch_noise(args) else 0))
         net = model
         if env.world > 1:
             net = nn.parallel.DistributedDataParallel(

@@ -1,0 +1,104 @@
+"""python -m infodrop bench --network: what it reports beside the timings (which are not checked:
+they depend on the machine), on a tiny batch; the contenders' models; the targets' verdicts."""
+
+import json
+
+import pytest
+import torch
+
+from infodrop import InfoDropWrapper, bench, bench_network
+
+pytest.importorskip("torchvision")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small inputs: one thread does them as fast, and two spin-wait on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_contenders_build_what_they_say():
+    kinds = {}
+    for contender in bench_network.CONTENDERS:
+        model = bench_network.build("resnet18", contender, 32)
+        wrappers = [m for m in model.modules() if isinstance(m, InfoDropWrapper)]
+        kinds[contender] = (len(wrappers), {type(w.dropout).__name__ for w in wrappers},
+                            {w.alpha_head.kernel_size for w in wrappers},
+                            {w.dropout.backend for w in wrappers if hasattr(w.dropout, "backend")})
+    assert kinds["plain"] == (0, set(), set(), set())
+    assert kinds["fused-1x1"] == (3, {"InformationDropout"}, {(1, 1)}, {"auto"})
+    assert kinds["fused-conv"] == (3, {"InformationDropout"}, {(3, 3)}, {"auto"})
+    assert kinds["reference-conv"] == (3, {"InformationDropout"}, {(3, 3)}, {"reference"})
+    assert kinds["heads-1x1"][:3] == (3, {"_NoDropout"}, {(1, 1)})
+    dropout = bench_network.build("resnet18", "dropout", 32)
+    assert isinstance(dropout.layer3[1], torch.nn.Dropout) and dropout.layer3[1].p == 0.5
+
+
+def test_heads_alone_pass_x_through_and_run_the_heads_backward():
+    x = torch.rand(2, 3, requires_grad=True)
+    logit = torch.randn(2, 3, requires_grad=True)
+    z = bench_network._NoDropout()(x, logit)
+    assert torch.equal(z, x)
+    z.sum().backward()
+    assert torch.equal(x.grad, torch.ones(2, 3)) and torch.equal(logit.grad, torch.zeros(2, 3))
+
+
+def test_bench_network_writes_every_record(tmp_path, capsys):
+    path = tmp_path / "network.json"
+    assert bench.main(["--network", "resnet18", "--quick", "--batch", "2", "--image-size", "32",
+                       "--threads", "1", "--no-memory", "--no-progress", "--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert (data["warmup"], data["repeats"], data["blocks"]) == (0, 1, 1)
+    assert all(len(r["pass_medians_s"]) == 1 for r in data["results"])
+    assert [r["contender"] for r in data["results"]] == list(bench_network.CONTENDERS)
+    for r in data["results"]:
+        assert r["network"] == "resnet18" and r["batch"] == 2 and r["image_size"] == 32
+        assert len(r["times_s"]) == 1 and r["median_s"] > 0 and r["peak_bytes"] is None
+    out = capsys.readouterr().out
+    assert "resnet18, batch 2, 32x32, targets layer2, layer3, layer4" in out
+    assert "the step with the 1x1 head is" in out
+
+
+def test_peak_memory_counts_what_a_step_keeps():
+    small = bench_network.peak_bytes(bench_network.make_step("resnet18", "plain", 2, 32))
+    large = bench_network.peak_bytes(bench_network.make_step("resnet18", "plain", 8, 32))
+    if small is None:
+        pytest.skip("the profiler's memory timeline is not available in this torch")
+    parameters = 11_689_512 * 4  # resnet18's weights, and as much again for gradients, momentum
+    assert 2 * parameters < small < large
+
+
+def test_targets_verdicts():
+    def record(contender, ms, layer_ms=None):  # two passes, the second under load
+        return {"network": "resnet18", "contender": contender, "layer_s": layer_ms and layer_ms / 1e3,
+                "pass_medians_s": [ms / 1e3, 2 * ms / 1e3]}
+
+    records = [record("plain", 100), record("dropout", 105, 5), record("heads-conv", 113),
+               record("fused-conv", 114, 1), record("heads-1x1", 102), record("fused-1x1", 104, 2)]
+    verdicts = dict((text.split(":")[1].split("(")[0].strip(), ok)
+                    for text, ok in bench_network.targets_met(records))
+    assert verdicts == {"the fused layer's own time with the conv head": True,
+                        "the fused layer's own time with the 1x1 head": True,
+                        "the step with the 1x1 head is 1.040x plain's": True}
+    records[-1] = record("fused-1x1", 108, 6)  # 6 ms of its own, dropout's 5; 1.08x plain
+    assert [ok for _, ok in bench_network.targets_met(records)] == [True, False, False]
+
+
+def test_layer_time_is_the_layers_own():
+    times = {c: bench_network.layer_seconds(bench_network.make_step("resnet18", c, 2, 32), c)
+             for c in ("plain", "dropout", "fused-1x1", "reference-conv")}
+    assert times["plain"] is None and times["reference-conv"] is None
+    assert times["dropout"] > 0 and times["fused-1x1"] > 0  # the events are named as expected
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--network", "alexnet"], "--network: unknown"),
+    (["--network", "--image-size", "8"], "--image-size >= 32"),
+])
+def test_bad_network_arguments(args, says, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(args)
+    assert says in capsys.readouterr().err
