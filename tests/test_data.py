@@ -38,7 +38,7 @@ def test_cluttered_canvas_holds_the_image_and_distractors():
     rng = np.random.RandomState(0)
     images = np.zeros((5, 28, 28), dtype=np.float32)
     images[:, 10:18, 10:18] = np.arange(1, 6, dtype=np.float32)[:, None, None] / 5
-    canvas = data.make_cluttered(images, rng)
+    canvas, _ = data.make_cluttered(images, rng)
     assert canvas.shape == (5, 96, 96)
     for i in range(5):
         values = set(np.unique(canvas[i]).tolist())

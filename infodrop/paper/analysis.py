@@ -1,10 +1,12 @@
-"""Diagnostics of trained networks: KL maps (Fig. 2), total correlation (Fig. 5), information
-per layer and unit (Fig. 6), nuisance-classifier accuracy on a frozen representation (Fig. 4)."""
+"""Diagnostics of trained networks: KL maps and how well they localise the object (Fig. 2),
+total correlation (Fig. 5), information per layer and unit (Fig. 6), nuisance-classifier
+accuracy on a frozen representation (Fig. 4)."""
 
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from .. import functional
 from .models import information_dropout_layers, set_noise
@@ -62,21 +64,76 @@ def kl_maps(model, images):
     return maps
 
 
-def save_kl_maps(images, maps, path):
-    """PNG grid: one row per image, the input then the KL map of each layer."""
+def localisation_ratio(kl_map, boxes, image_size):
+    """How much a KL map concentrates on the object: for each image, the share of the map's
+    total KL that falls inside the object's box, divided by the box's share of the image area.
+    1 means no localisation (the KL is spread like the area), image area / box area that all
+    the KL is inside the box, 0 that none is.
+
+    ``kl_map`` (B, h, w) is a layer's KL summed over channels (:func:`kl_maps`); it is
+    upsampled (nearest) to ``image_size`` (H, W), so each map cell counts with the input pixels
+    it stands for.  ``boxes`` (B, 4) int (top, left, bottom, right), bottom/right exclusive, in
+    input pixels (``ImageSet.boxes``).  Returns (B,) float64; NaN for a map that transmits
+    nothing (its KL is 0 everywhere: no share to speak of).  The KL is >= 0, which is not
+    checked."""
+    if kl_map.dim() != 3:
+        raise ValueError(f"kl_map must be (B, h, w), got shape {tuple(kl_map.shape)}")
+    boxes = torch.as_tensor(boxes, dtype=torch.int64)
+    if boxes.shape != (kl_map.shape[0], 4):
+        raise ValueError(f"boxes must be ({kl_map.shape[0]}, 4) for {kl_map.shape[0]} maps, "
+                         f"got shape {tuple(boxes.shape)}")
+    height, width = image_size
+    top, left, bottom, right = boxes.unbind(1)
+    if not ((0 <= top) & (top < bottom) & (bottom <= height)
+            & (0 <= left) & (left < right) & (right <= width)).all():
+        raise ValueError(f"boxes must be non-empty and inside the {height}x{width} image, "
+                         f"got {boxes.tolist()}")
+    up = F.interpolate(kl_map.detach().double().cpu()[:, None], size=(height, width),
+                       mode="nearest")[:, 0]
+    rows, cols = torch.arange(height), torch.arange(width)
+    inside = (((rows >= top[:, None]) & (rows < bottom[:, None]))[:, :, None]
+              & ((cols >= left[:, None]) & (cols < right[:, None]))[:, None, :])
+    total = up.sum(dim=(1, 2))
+    share = (up * inside).sum(dim=(1, 2)) / total
+    area_share = ((bottom - top) * (right - left)).double() / (height * width)
+    return torch.where(total > 0, share / area_share, torch.full_like(share, float("nan")))
+
+
+def localisation_per_layer(model, images, boxes):
+    """{layer name: (B,) :func:`localisation_ratio` of its KL map} for every convolutional
+    Information Dropout layer of ``model`` on ``images`` (B, C, H, W)."""
+    return {name: localisation_ratio(kl_map, boxes, images.shape[-2:])
+            for name, kl_map in kl_maps(model, images).items()}
+
+
+def save_kl_maps(images, maps, path, boxes=None):
+    """PNG grid: one row per image, the input then the KL map of each layer (nats per location,
+    each panel with its own colour bar); ``boxes`` (B, 4) in input pixels draws the object's box
+    on every panel, scaled to the map."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     rows, cols = len(images), 1 + len(maps)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
+    height, width = images.shape[-2:]
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False)
     for r in range(rows):
         panels = [("input", images[r, 0].cpu())] + [
-            (f"{name}\n{m.shape[1]}x{m.shape[2]} KL", m[r].cpu()) for name, m in maps.items()]
+            (f"{name}\n{m.shape[1]}x{m.shape[2]} KL (nats)", m[r].cpu()) for name, m in maps.items()]
         for c, (title, picture) in enumerate(panels):
             ax = axes[r, c]
-            ax.imshow(picture.numpy(), cmap="gray" if c == 0 else "viridis")
+            shown = ax.imshow(picture.numpy(), cmap="gray" if c == 0 else "viridis")
+            if c > 0:
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=5)
+            if boxes is not None:
+                # pixel edges in the panel's own cells: cell i spans [i - 0.5, i + 0.5]
+                sy, sx = picture.shape[0] / height, picture.shape[1] / width
+                top, left, bottom, right = (float(v) for v in boxes[r])
+                ax.add_patch(Rectangle((left * sx - 0.5, top * sy - 0.5), (right - left) * sx,
+                                       (bottom - top) * sy, fill=False, edgecolor="red",
+                                       linewidth=1))
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=7)
@@ -142,3 +199,41 @@ def nuisance_accuracy(model, layer, train_set, test_set, noisy=True, max_iter=50
     classifier = LogisticRegression(max_iter=max_iter)
     classifier.fit(features[0], train_set.nuisance.numpy())
     return 100.0 * float(np.mean(classifier.predict(features[1]) == test_set.nuisance.numpy()))
+
+
+def post_noise_activations(model, layer, images):
+    """The noisy output z of ``layer`` (a module name) on ``images``, flattened: the sample of
+    the empirical distribution p(z) that Fig. 1 compares with the prior."""
+    (z,) = _capture(model, [layer], images, "output", noisy=True)
+    return z.detach().flatten().double()
+
+
+def prior_fit(z, prior_mu=None, prior_sigma=None, trim=0.01):
+    """How well log z of the positive activations ``z`` follows the two priors of Section 5
+    (Fig. 1), as Kolmogorov-Smirnov distances (0 = the same distribution, 1 = disjoint):
+
+    - ``ks_log_uniform``: against q(log z) = c, uniform log z, on [the ``trim`` and
+      1 - ``trim`` quantiles of log z] (the improper prior restricted to where the data are),
+      tested on the values in that range;
+    - ``ks_log_normal_fit``: against the normal of log z's own mean and std;
+    - ``ks_log_normal_prior``: against N(prior_mu, prior_sigma), the layer's learned prior,
+      when given.
+    Also ``zero_fraction`` (the q0 of the ReLU prior), and log z's mean and std."""
+    from scipy import stats
+
+    z = torch.as_tensor(z, dtype=torch.float64).flatten()
+    positive = z[z > 0]
+    if len(positive) < 2:
+        raise ValueError(f"z must have at least 2 positive values, got {len(positive)}")
+    log_z = positive.log().numpy()
+    low, high = np.quantile(log_z, [trim, 1 - trim])
+    inner = log_z[(log_z >= low) & (log_z <= high)]
+    fit = {"zero_fraction": 1.0 - len(positive) / len(z), "log_z_mean": float(log_z.mean()),
+           "log_z_std": float(log_z.std()),
+           "ks_log_uniform": float(stats.kstest(inner, stats.uniform(low, high - low).cdf).statistic),
+           "ks_log_normal_fit": float(stats.kstest(log_z, stats.norm(log_z.mean(),
+                                                                      log_z.std()).cdf).statistic)}
+    if prior_mu is not None:
+        fit["ks_log_normal_prior"] = float(stats.kstest(
+            log_z, stats.norm(prior_mu, abs(prior_sigma)).cdf).statistic)
+    return fit

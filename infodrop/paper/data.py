@@ -7,7 +7,8 @@ Sources (``BASES``):
 - "fashion-mnist": Fashion-MNIST from Debian's dataset-fashion-mnist package.
 Nuisance datasets built from them (``load("cluttered-<base>")``, ``load("occluded-<base>")``):
 - Cluttered (Mnih et al. 2014): the image at a random place of a 96x96 canvas with 21 random
-  8x8 crops of other images of the same split as distractors;
+  8x8 crops of other images of the same split as distractors; ``boxes`` holds where the main
+  object is (the bounding box of its nonzero pixels), for the localisation measure of Fig. 2;
 - Occluded (the paper's Occluded CIFAR with grey images): each image overlaid with a random
   MNIST-5k digit of the same split; ``nuisance`` holds the occluding digit's class.
 Everything is a pure function of ``seed``.  Images are float32 in [0, 1], shape (N, 1, H, W).
@@ -37,6 +38,9 @@ class ImageSet:
     images: torch.Tensor                     # (N, 1, H, W) float32 in [0, 1]
     labels: torch.Tensor                     # (N,) int64
     nuisance: torch.Tensor | None = None  # (N,) int64 class of the nuisance (occluded sets)
+    # (N, 4) int64 (top, left, bottom, right), bottom/right exclusive, in pixels of ``images``:
+    # the main object's bounding box (cluttered sets)
+    boxes: torch.Tensor | None = None
 
     def __len__(self):
         return len(self.labels)
@@ -44,7 +48,8 @@ class ImageSet:
     def subset(self, index):
         pick = torch.as_tensor(index)
         return ImageSet(self.images[pick], self.labels[pick],
-                        None if self.nuisance is None else self.nuisance[pick])
+                        None if self.nuisance is None else self.nuisance[pick],
+                        None if self.boxes is None else self.boxes[pick])
 
 
 # ---- the sources: each returns ((train images, labels), (test images, labels)) as numpy,
@@ -115,15 +120,26 @@ _SOURCES = {"digits": _digits, "mnist5k": _mnist5k, "fashion-mnist": _fashion_mn
 
 # ---- nuisance datasets
 
+def object_box(image):
+    """(top, left, bottom, right), bottom/right exclusive, of the nonzero pixels of a 2-D
+    ``image``; the whole image when it has none (an empty object is anywhere)."""
+    rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+    if len(rows) == 0:
+        return 0, 0, image.shape[0], image.shape[1]
+    return rows[0], cols[0], rows[-1] + 1, cols[-1] + 1
+
+
 def make_cluttered(images, rng, canvas=CANVAS, distractors=DISTRACTORS, crop=CROP):
     """Each image at a random place of a ``canvas``-sized black square, with ``distractors``
     random ``crop``x``crop`` pieces of other images (of the same array) at random places;
-    overlaps keep the brighter pixel."""
+    overlaps keep the brighter pixel.  Returns (canvases, boxes): boxes (N, 4) int64 is the
+    :func:`object_box` of each image where it was placed (distractors may overlap it)."""
     n, height, width = images.shape
     if n < 2 or height < crop or width < crop or canvas < max(height, width):
         raise ValueError(f"cannot clutter {n} images of {height}x{width} with {crop}x{crop} "
                          f"crops on a {canvas}x{canvas} canvas")
     out = np.zeros((n, canvas, canvas), dtype=np.float32)
+    boxes = np.zeros((n, 4), dtype=np.int64)
     for i in range(n):
         for _ in range(distractors):
             other = (i + rng.randint(1, n)) % n  # any image but this one
@@ -134,7 +150,8 @@ def make_cluttered(images, rng, canvas=CANVAS, distractors=DISTRACTORS, crop=CRO
         y, x = rng.randint(0, canvas - height + 1), rng.randint(0, canvas - width + 1)
         view = out[i, y:y + height, x:x + width]
         np.maximum(view, images[i], out=view)
-    return out
+        boxes[i] = np.add(object_box(images[i]), (y, x, y, x))
+    return out, boxes
 
 
 def make_occluded(images, occluders, occluder_labels, rng):
@@ -150,18 +167,25 @@ def make_occluded(images, occluders, occluder_labels, rng):
 
 # ---- resizing for the networks' input sizes
 
-def fit_to_size(images, size):
+def fit_to_size(images, size, boxes=None):
     """(N, 1, h, w) -> (N, 1, size, size): an integer nearest-neighbour upsampling when size is
-    a multiple of h (digits 8 -> 32), else zero padding around the centre (28 -> 32)."""
+    a multiple of h (digits 8 -> 32), else zero padding around the centre (28 -> 32).
+    With ``boxes`` (N, 4) (see :class:`ImageSet`) returns (images, boxes moved alike)."""
     h, w = images.shape[-2:]
+    scale, top, left = 1, 0, 0
     if (h, w) == (size, size):
-        return images
-    if h == w and size % h == 0:
-        return F.interpolate(images, scale_factor=size // h, mode="nearest")
-    if size < max(h, w):
+        out = images
+    elif h == w and size % h == 0:
+        scale = size // h
+        out = F.interpolate(images, scale_factor=scale, mode="nearest")
+    elif size < max(h, w):
         raise ValueError(f"image_size {size} is smaller than the images ({h}x{w})")
-    top, left = (size - h) // 2, (size - w) // 2
-    return F.pad(images, (left, size - w - left, top, size - h - top))
+    else:
+        top, left = (size - h) // 2, (size - w) // 2
+        out = F.pad(images, (left, size - w - left, top, size - h - top))
+    if boxes is None:
+        return out
+    return out, boxes * scale + torch.tensor([top, left, top, left], dtype=boxes.dtype)
 
 
 def _limit(arrays, n, rng):
@@ -193,14 +217,18 @@ def load(name, *, seed=0, image_size=None, train_size=None, test_size=None, fash
         occluder_splits = _mnist5k(seed, mnist5k_path=mnist5k_path)
     sets = []
     for index, (images, labels) in enumerate(splits):
-        nuisance = None
+        nuisance = boxes = None
         if kind == "cluttered":
-            images = make_cluttered(images, rng)
+            images, boxes = make_cluttered(images, rng)
+            boxes = torch.from_numpy(boxes)
         elif kind == "occluded":
             images, nuisance = make_occluded(images, *occluder_splits[index], rng)
             nuisance = torch.from_numpy(nuisance)
         tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
         if image_size is not None:
-            tensor = fit_to_size(tensor, image_size)
-        sets.append(ImageSet(tensor, torch.from_numpy(labels), nuisance))
+            if boxes is None:
+                tensor = fit_to_size(tensor, image_size)
+            else:
+                tensor, boxes = fit_to_size(tensor, image_size, boxes)
+        sets.append(ImageSet(tensor, torch.from_numpy(labels), nuisance, boxes))
     return sets[0], sets[1]

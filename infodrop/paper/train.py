@@ -55,6 +55,12 @@ def parse_args(argv):
                    help="relu uses the log-uniform prior, softplus the log-normal one")
     p.add_argument("--latent", choices=LATENTS, default="info", help="VAE latent")
     p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--beta-warmup", type=float, default=0.0, metavar="EPOCHS",
+                   help="grow beta linearly from 0 over the first EPOCHS epochs (0: constant "
+                        "beta, as the paper), so the task is learned before the KL presses")
+    p.add_argument("--mask-inactive", action="store_true",
+                   help="Information Dropout KL only on active units (f(x) > 0); the authors "
+                        "apply the log-uniform KL to every unit")
     p.add_argument("--width", type=float, default=None,
                    help="All-CNN: fraction of Table 2's filters (1.0); MLP: hidden units (1024); "
                         "VAE: k of Table 1 (1.0)")
@@ -85,7 +91,7 @@ def parse_args(argv):
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-...)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     args = p.parse_args(argv)
-    for name in ("beta", "weight_decay"):
+    for name in ("beta", "beta_warmup", "weight_decay"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("epochs", "batch_size", "lr", "width", "max_alpha", "image_size"):
@@ -198,17 +204,26 @@ def evaluate_vae(model, loader, device):
             "kl": kl / n}
 
 
-def batch_loss(model, images, labels, args, n_train):
-    """(loss to minimise, its task part, the KL per sample)."""
+def batch_loss(model, images, labels, args, n_train, beta):
+    """(loss to minimise, its task part, the KL per sample); ``beta`` is args.beta during
+    warm-up (:func:`beta_at`)."""
     if args.model == "vae":
         reconstruction, kl = negative_elbo(model, images)
         task, kl = reconstruction.mean(), kl.mean()
-        return task + args.beta * kl, task, kl
+        return task + beta * kl, task, kl
     task = F.cross_entropy(model(images), labels)
     if args.dropout != "info":
         return task, task, torch.zeros(())
     kl = kl_divergence(model).mean()
-    return task + args.beta * kl / n_train, task, kl
+    return task + beta * kl / n_train, task, kl
+
+
+def beta_at(args, epochs_done):
+    """The KL weight after ``epochs_done`` (fractional) epochs: linear from 0 to args.beta over
+    args.beta_warmup epochs, then constant."""
+    if args.beta_warmup <= 0:
+        return args.beta
+    return args.beta * min(1.0, epochs_done / args.beta_warmup)
 
 
 def make_optimizer(model, args):
@@ -228,9 +243,13 @@ def draws_torch_noise(args):
 
 
 def build_from_args(args, image_shape):
-    return build_model(args.model, image_shape=image_shape, dropout=args.dropout,
-                       activation=args.activation, width=args.width, max_alpha=args.max_alpha,
-                       latent=args.latent)
+    model = build_model(args.model, image_shape=image_shape, dropout=args.dropout,
+                        activation=args.activation, width=args.width, max_alpha=args.max_alpha,
+                        latent=args.latent)
+    # checkpoints written before --mask-inactive existed were trained without it
+    for _, layer in information_dropout_layers(model):
+        layer.mask_inactive = getattr(args, "mask_inactive", False)
+    return model
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -306,9 +325,10 @@ def train(args):
             sums, n_batches, start = torch.zeros(3), 0, time.time()
             bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                        disable=args.no_progress or not env.main)
-            for images, labels in bar:
+            for step, (images, labels) in enumerate(bar):
                 images, labels = images.to(env.device), labels.to(env.device)
-                loss, task, kl = batch_loss(net, images, labels, args, len(train_set))
+                beta = beta_at(args, epoch - 1 + step / len(loader))
+                loss, task, kl = batch_loss(net, images, labels, args, len(train_set), beta)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
