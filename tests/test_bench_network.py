@@ -11,13 +11,7 @@ from infodrop import InfoDropWrapper, bench, bench_network
 pytest.importorskip("torchvision")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small inputs: one thread does them as fast, and two spin-wait on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_contenders_build_what_they_say():

@@ -24,13 +24,7 @@ torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small inputs: one thread does them as fast, and two spin-wait on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
