@@ -55,16 +55,21 @@ DOUBLE_SPECIALS = [-700.0, -709.78, -709.7827128933840, -709.7827128933841, -709
                    -745.0, -800.0, 720.0, 800.0]
 
 
-def _harness(tmp_path):
+def _compile(tmp_path, name, source):
+    """An executable of a C++ harness of the shared math headers (skips without g++)."""
     compiler = shutil.which("g++")
     if compiler is None:
         pytest.skip("g++ is not installed")
-    (tmp_path / "harness.cpp").write_text(HARNESS)
-    exe = tmp_path / "harness"
+    (tmp_path / f"{name}.cpp").write_text(source)
+    exe = tmp_path / name
     subprocess.run([compiler, "-std=c++17", "-O2", "-Wall", "-Werror", f"-I{ROOT / 'csrc'}",
-                    str(tmp_path / "harness.cpp"), "-o", str(exe)], check=True,
+                    str(tmp_path / f"{name}.cpp"), "-o", str(exe)], check=True,
                    capture_output=True, text=True)
     return exe
+
+
+def _harness(tmp_path):
+    return _compile(tmp_path, "harness", HARNESS)
 
 
 def _evaluate(exe, xs):
@@ -185,14 +190,7 @@ def test_header_fast_paths_equal_the_ieee_paths_where_they_apply(tmp_path):
     """The in-range fast paths (exp_in_range, sigmoid_in_range, log_of_normal, InRangeMath) take
     every input their range tests let through to the same bits as the IEEE paths, and the
     range tests let through exactly |x| <= 86 (exp, sigmoid) and positive normal x (log)."""
-    compiler = shutil.which("g++")
-    if compiler is None:
-        pytest.skip("g++ is not installed")
-    (tmp_path / "in_range.cpp").write_text(IN_RANGE_HARNESS)
-    exe = tmp_path / "in_range"
-    subprocess.run([compiler, "-std=c++17", "-O2", "-Wall", "-Werror", f"-I{ROOT / 'csrc'}",
-                    str(tmp_path / "in_range.cpp"), "-o", str(exe)], check=True,
-                   capture_output=True, text=True)
+    exe = _compile(tmp_path, "in_range", IN_RANGE_HARNESS)
     bad, inside, outside = map(int, subprocess.run([str(exe)], capture_output=True, text=True,
                                                    check=True).stdout.split())
     assert bad == 0
