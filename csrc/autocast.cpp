@@ -17,6 +17,8 @@
 
 #include <tuple>
 
+#include "glue/op_handles.h"
+
 namespace infodrop {
 namespace {
 
@@ -29,17 +31,12 @@ std::tuple<Tensor, Tensor> information_dropout_autocast(
     double alpha_min, bool mask_inactive, bool unit_mean, bool apply_noise) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(
       at::autocast::get_autocast_dispatch_key_from_device_type(device_type));
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("infodrop::information_dropout", "")
-          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, int64_t,
-                                            const Tensor&, const Tensor&, c10::string_view,
-                                            double, double, bool, bool, bool)>();
   // only a floating x defines a dtype to cast to; anything else reaches the op's own checks
   const bool cast = x.is_floating_point() && alpha_logit.is_floating_point() &&
                     alpha_logit.scalar_type() != x.scalar_type();
-  return op.call(x, cast ? alpha_logit.to(x.scalar_type()) : alpha_logit, seed, offset, mu, sigma,
-                 prior, max_alpha, alpha_min, mask_inactive, unit_mean, apply_noise);
+  return forward_op().call(x, cast ? alpha_logit.to(x.scalar_type()) : alpha_logit, seed, offset,
+                           mu, sigma, prior, max_alpha, alpha_min, mask_inactive, unit_mean,
+                           apply_noise);
 }
 
 }  // namespace

@@ -19,34 +19,14 @@
 #include <mutex>
 #include <string>
 
+#include "glue/op_handles.h"
+
 namespace infodrop {
 namespace {
 
 using at::Tensor;
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
-
-using ForwardSignature = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
-                                                    int64_t, const Tensor&, const Tensor&,
-                                                    c10::string_view, double, double, bool, bool,
-                                                    bool);
-using BackwardSignature = std::tuple<Tensor, Tensor, Tensor, Tensor>(
-    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t,
-    const Tensor&, const Tensor&, c10::string_view, double, double, bool, bool, bool);
-
-const c10::TypedOperatorHandle<ForwardSignature>& forward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("infodrop::information_dropout", "")
-                             .typed<ForwardSignature>();
-  return op;
-}
-
-const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("infodrop::information_dropout_backward", "")
-                             .typed<BackwardSignature>();
-  return op;
-}
 
 // The gradients of the backward op are not differentiable themselves.  Without this, double
 // backward would silently return None second derivatives (PyTorch only warns that the op has

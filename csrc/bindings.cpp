@@ -12,6 +12,8 @@
 #include <string>
 #include <tuple>
 
+#include "glue/op_handles.h"
+
 namespace {
 
 using at::Tensor;
@@ -22,14 +24,8 @@ std::tuple<Tensor, Tensor> information_dropout(const Tensor& x, const Tensor& al
                                                const std::string& prior, double max_alpha,
                                                double alpha_min, bool mask_inactive,
                                                bool unit_mean, bool apply_noise) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("infodrop::information_dropout", "")
-          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, int64_t,
-                                            const Tensor&, const Tensor&, c10::string_view,
-                                            double, double, bool, bool, bool)>();
-  return op.call(x, alpha_logit, seed, offset, mu, sigma, prior, max_alpha, alpha_min,
-                 mask_inactive, unit_mean, apply_noise);
+  return infodrop::forward_op().call(x, alpha_logit, seed, offset, mu, sigma, prior, max_alpha,
+                                     alpha_min, mask_inactive, unit_mean, apply_noise);
 }
 
 }  // namespace
