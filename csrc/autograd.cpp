@@ -6,7 +6,7 @@
 // ~100 us of host time per forward + backward, and a torch::autograd::Function still a few
 // microseconds per layer more than this (its saved options live in a map of IValues, its
 // arguments are collected generically), where F.dropout's whole step costs ~20 us
-// (docs/performance.md, "Host time per call").  The forward saves x, alpha_logit and the three
+// (docs/performance.md, "Host cost per call").  The forward saves x, alpha_logit and the three
 // scalar tensors (never the noise: the backward regenerates it from seed and offset); the
 // backward is one call of infodrop::information_dropout_backward.  torch.compile and opcheck
 // trace through this kernel with the fake kernels registered in infodrop/_ops.py.
