@@ -129,7 +129,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logi
                                       alpha_min, mask_inactive, unit_mean, apply_noise);
   for (const auto& [t, name] : {std::pair{&x, "x"}, {&seed, "seed"}, {&mu, "mu"}, {&sigma, "sigma"}})
     check_cpu(*t, name);
-  ForwardIO io = forward_io(x, alpha_logit);
+  ForwardIO io = forward_io(x, alpha_logit, ChannelsLast::Copied);
   Tensor kl = at::empty({x.size(0)}, x.options().dtype(kl_dtype(x.scalar_type())));
   const Work work = plan(x);
   const StreamKey key(static_cast<uint64_t>(cpu_scalar<int64_t>(seed)), static_cast<uint64_t>(offset));
@@ -167,7 +167,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
   for (const auto& [t, name] : {std::pair{&x, "x"}, {&seed, "seed"}, {&mu, "mu"}, {&sigma, "sigma"},
                                 {&grad_z, "grad_z"}, {&grad_kl, "grad_kl"}})
     check_cpu(*t, name);
-  BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit);
+  BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit, ChannelsLast::Copied);
   const Work work = plan(x);
   const StreamKey key(static_cast<uint64_t>(cpu_scalar<int64_t>(seed)), static_cast<uint64_t>(offset));
   double grad_mu = 0, grad_sigma = 0;

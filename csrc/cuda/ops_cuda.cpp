@@ -81,7 +81,7 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_log
   check_on_device_of(sigma, x, "sigma");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::ScalarType acc = kl_dtype(x.scalar_type());
-  ForwardIO io = forward_io(x, alpha_logit);
+  ForwardIO io = forward_io(x, alpha_logit, ChannelsLast::Copied);
   const Shape shape = shape_of(x);
   if (x.numel() == 0) return {io.z.result, at::zeros({shape.samples}, x.options().dtype(acc))};
   const int blocks = blocks_per_sample(shape, static_cast<int>(x.element_size()));
@@ -116,7 +116,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
     check_on_device_of(*t, x, name);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::ScalarType acc = kl_dtype(x.scalar_type());
-  BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit);
+  BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit, ChannelsLast::Copied);
   const Shape shape = shape_of(x);
   if (x.numel() == 0)
     return {io.grad_x.result, io.grad_logit.result, at::zeros_like(mu), at::zeros_like(sigma)};

@@ -1,7 +1,7 @@
 // The PyTorch-facing glue shared by every device's implementation of the infodrop ops: the
 // argument checks (so that a direct torch.ops.infodrop call gets the same clear errors as the
-// Python API) and the contiguous working copies the kernels read and write.  The kernels
-// themselves see raw pointers in logical (row-major) order only.
+// Python API) and the tensors the kernels walk: the caller's own where their layout is one the
+// kernels walk in place (infodrop/layout.h), else working copies.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,9 +9,12 @@
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "infodrop/elementwise.h"
+#include "infodrop/layout.h"
 
 namespace infodrop {
 
@@ -74,35 +77,90 @@ inline void check_grads(const at::Tensor& grad_z, const at::Tensor& grad_kl, con
               "infodrop: grad_kl must have shape (", x.size(0), ",)");
 }
 
-// An output laid out like `like` (as empty_like: channels_last stays channels_last) and the
-// contiguous buffer the kernels write: the output itself where it is contiguous, else a scratch
-// that finish() copies back.
-struct ContiguousOutput {
+// The layout the kernels walk for x: its own where it is channels-first or channels-last
+// (infodrop/layout.h), with the batch dimension outermost and every sample dense; nullopt for
+// any other strides, which the kernels read through a contiguous copy.  Size-1 dimensions may
+// have any stride (PyTorch leaves them arbitrary), so they are skipped when checking.
+inline std::optional<SampleLayout> walkable_layout(const at::Tensor& x) {
+  const int64_t dims = x.dim();
+  const int64_t samples = x.size(0);
+  const int64_t per_sample = samples == 0 ? 0 : x.numel() / samples;
+  if (x.is_contiguous()) return SampleLayout{1, per_sample, false};
+  if (dims < 3 || x.numel() == 0) return std::nullopt;
+  // channels-last: strides of a contiguous tensor of the permuted shape (B, d2, ..., dk, C)
+  int64_t expected = 1;
+  auto matches = [&](int64_t d) {
+    const bool ok = x.size(d) == 1 || x.stride(d) == expected;
+    expected *= x.size(d);
+    return ok;
+  };
+  if (!matches(1)) return std::nullopt;
+  for (int64_t d = dims - 1; d >= 2; --d)
+    if (!matches(d)) return std::nullopt;
+  if (!matches(0)) return std::nullopt;
+  return SampleLayout{x.size(1), per_sample / std::max<int64_t>(x.size(1), 1), true};
+}
+
+// Whether a backend's kernels walk channels-last tensors in place (csrc/infodrop/layout.h);
+// a backend that does not is handed contiguous copies.
+enum class ChannelsLast { Copied, InPlace };
+
+// t with the strides of `like` (same sizes): t itself where they match, else a copy.  Used for
+// an input whose layout differs from x's (an alpha head that returns another memory format):
+// the kernels walk one layout, and copying the odd input costs one pass over it, not over x.
+inline at::Tensor with_strides_of(const at::Tensor& t, const at::Tensor& like) {
+  if (t.strides() == like.strides()) return t;
+  return at::empty_like(like).copy_(t);
+}
+
+// An output laid out as empty_like(`like`) (the caller's memory format) and the buffer the
+// kernels write, laid out as the kernels' `walked` tensor: the output itself where the two
+// agree, else a scratch that finish() copies back.
+struct KernelOutput {
   at::Tensor result, work;
-  explicit ContiguousOutput(const at::Tensor& like)
+  KernelOutput(const at::Tensor& like, const at::Tensor& walked)
       : result(at::empty_like(like)),
-        work(result.is_contiguous() ? result : at::empty_like(like, at::MemoryFormat::Contiguous)) {}
+        work(result.strides() == walked.strides() ? result : at::empty_like(walked)) {}
   at::Tensor finish() {
     if (!result.is_same(work)) result.copy_(work);
     return result;
   }
 };
 
-// What a forward kernel reads and writes: the inputs in logical order, and z.
-struct ForwardIO {
-  at::Tensor x, logit;
-  ContiguousOutput z;
+// x as the kernels walk it (itself, or a contiguous copy), and the layout of that walk.
+struct WalkedX {
+  at::Tensor x;
+  SampleLayout layout;
 };
 
-inline ForwardIO forward_io(const at::Tensor& x, const at::Tensor& alpha_logit) {
-  return {x.contiguous(), alpha_logit.contiguous(), ContiguousOutput(x)};
+inline WalkedX walked_x(const at::Tensor& x, ChannelsLast support) {
+  std::optional<SampleLayout> layout = walkable_layout(x);
+  if (layout && (!layout->channels_last || support == ChannelsLast::InPlace)) return {x, *layout};
+  const int64_t samples = x.size(0);
+  return {x.contiguous(), SampleLayout{1, samples == 0 ? 0 : x.numel() / samples, false}};
+}
+
+// What a forward kernel reads and writes: x, alpha_logit in x's walked layout, and z.
+struct ForwardIO {
+  at::Tensor x, logit;
+  KernelOutput z;
+  SampleLayout layout;
+};
+
+inline ForwardIO forward_io(const at::Tensor& x, const at::Tensor& alpha_logit,
+                            ChannelsLast support) {
+  WalkedX walked = walked_x(x, support);
+  return {walked.x, with_strides_of(alpha_logit, walked.x), KernelOutput(x, walked.x),
+          walked.layout};
 }
 
 // What a backward kernel reads and writes; grad_z in x's dtype and grad_kl in the KL's dtype
-// (autograd may hand over other dtypes, or an expanded grad_z).
+// (autograd may hand over other dtypes, or an expanded grad_z); grad_logit comes back in
+// alpha_logit's memory format.
 struct BackwardIO {
   at::Tensor grad_z, grad_kl, x, logit;
-  ContiguousOutput grad_x, grad_logit;
+  KernelOutput grad_x, grad_logit;
+  SampleLayout layout;
 };
 
 // t in dtype `want`: the tensor itself when it already is (Tensor::to would still go through
@@ -122,13 +180,16 @@ T cpu_scalar(const at::Tensor& t) {
 }
 
 inline BackwardIO backward_io(const at::Tensor& grad_z, const at::Tensor& grad_kl,
-                              const at::Tensor& x, const at::Tensor& alpha_logit) {
-  return {as_dtype(grad_z, x.scalar_type()).contiguous(),
+                              const at::Tensor& x, const at::Tensor& alpha_logit,
+                              ChannelsLast support) {
+  WalkedX walked = walked_x(x, support);
+  return {with_strides_of(as_dtype(grad_z, x.scalar_type()), walked.x),
           as_dtype(grad_kl, kl_dtype(x.scalar_type())).contiguous(),
-          x.contiguous(),
-          alpha_logit.contiguous(),
-          ContiguousOutput(x),
-          ContiguousOutput(alpha_logit)};
+          walked.x,
+          with_strides_of(alpha_logit, walked.x),
+          KernelOutput(x, walked.x),
+          KernelOutput(alpha_logit, walked.x),
+          walked.layout};
 }
 
 }  // namespace infodrop
