@@ -214,15 +214,13 @@ def test_the_kl_of_a_pass_is_the_ranks_own(runs, strategy):
 
 def test_a_step_trains_alike_under_ddp_and_fsdp2(runs):
     ranks = runs[0]
-    start = _model().state_dict()
+    start = _model()
     ddp, fsdp = (ranks[s][0]["state"] for s in STRATEGIES)
-    for name, value in ddp.items():
-        if name.endswith("num_batches_tracked") or "running_" in name or name.endswith(("mu", "sigma")):
-            continue
-        torch.testing.assert_close(fsdp[name], value, rtol=1e-4, atol=1e-5, msg=name)
-        assert torch.equal(ranks["ddp"][1]["state"][name], value), name  # replicas agree
-    moved = [n for n, p in _model().named_parameters() if not torch.equal(ddp[n], start[n])]
-    assert len(moved) == len(list(_model().parameters()))
+    for name, value in start.named_parameters():
+        assert not torch.equal(ddp[name], value), name  # every parameter learned
+        assert torch.equal(ranks["ddp"][1]["state"][name], ddp[name]), name  # replicas agree
+        # both average the ranks' gradients: the same step (up to the order of the reduction)
+        torch.testing.assert_close(fsdp[name], ddp[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_the_generator_stays_identical_across_ranks(runs):
@@ -245,6 +243,8 @@ def test_ddp_broadcasts_the_prior_buffers_the_layer_moves(runs):
             assert torch.equal(run["starts"][1][name], after_step_1[0][name]), name
 
 
+# DCP warns that it loads in one process, which is the point here
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 def test_a_checkpoint_of_two_ranks_loads_into_one_process(runs):
     import torch.distributed.checkpoint as dcp
 
@@ -254,10 +254,12 @@ def test_a_checkpoint_of_two_ranks_loads_into_one_process(runs):
     assert not torch.equal(fsdp[0]["buffers before sync"][mu], fsdp[1]["buffers before sync"][mu])
     model = _model()
     state = model.state_dict()
-    dcp.load(state, checkpoint_id=checkpoint)
+    dcp.load(state, checkpoint_id=checkpoint, no_dist=True)
     model.load_state_dict(state)
     loaded = model.state_dict()
     assert loaded.keys() == fsdp[0]["saved"].keys()
+    # the layers' only state is the log-normal prior: no generator state, no KL of a pass
+    assert {name for name in loaded if ".dropout." in name} == {mu, "fc.0.dropout.sigma"}
     for name, value in fsdp[0]["saved"].items():
         assert torch.equal(loaded[name], value), name
     assert loaded[mu].data_ptr() == model.fc[0].dropout.mu.data_ptr()
