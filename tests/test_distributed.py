@@ -106,8 +106,8 @@ def _local_state(model):
             for name, value in model.state_dict().items()}
 
 
-def _train(strategy, rank, checkpoint_dir):
-    model = _model()
+def _wrapped(model, strategy):
+    """model under DDP or FSDP2, tracked, with its optimiser."""
     if strategy == "ddp":
         wrapped = nn.parallel.DistributedDataParallel(model)
     else:
@@ -120,7 +120,12 @@ def _train(strategy, rank, checkpoint_dir):
             fully_shard(unit, mesh=mesh)
         wrapped = fully_shard(model, mesh=mesh)
     infodrop.track_kl(wrapped)
-    optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.1)
+    return wrapped, torch.optim.SGD(wrapped.parameters(), lr=0.1)
+
+
+def _train(strategy, rank, checkpoint_dir):
+    model = _model()
+    wrapped, optimizer = _wrapped(model, strategy)
     # what the inner model's buffers hold when its forward starts (after DDP's broadcast)
     starts = []
     model.register_forward_pre_hook(
@@ -137,10 +142,9 @@ def _train(strategy, rank, checkpoint_dir):
         optimizer.zero_grad()
         for handle in calls.handles:
             handle.remove()
-        steps.append(dict(calls=calls.calls, kl=kl.detach(),
+        steps.append(dict(calls=calls.calls, kl=kl.detach(), state=_local_state(model),
                           buffers={n: b.clone() for n, b in model.named_buffers()}))
-    result = dict(steps=steps, starts=starts, state=_local_state(model),
-                  rng=torch.get_rng_state())
+    result = dict(steps=steps, starts=starts, state=steps[-1]["state"], rng=torch.get_rng_state())
     if strategy == "fsdp2":
         import torch.distributed.checkpoint as dcp
 
@@ -155,13 +159,29 @@ def _train(strategy, rank, checkpoint_dir):
     return result
 
 
+def _step_with_kl_weight(strategy, rank):
+    """_train's first step, the KL's gradient applied by the layers (kl_weight) instead of the
+    loss: the training loop a converted model is promised to need (README), unchanged."""
+    model = _model()
+    for layer in model.modules():
+        if isinstance(layer, infodrop.InformationDropout):
+            layer.kl_weight = 1e-3
+    wrapped, optimizer = _wrapped(model, strategy)
+    torch.manual_seed(1234)
+    x, y = _batches(rank)[0]
+    F.cross_entropy(wrapped(x), y).backward()
+    optimizer.step()
+    return _local_state(model)
+
+
 def _worker(rank, store, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
         for strategy in STRATEGIES:
-            torch.save(_train(strategy, rank, f"{out_dir}/checkpoint"),
-                       f"{out_dir}/{strategy}-rank{rank}.pt")
+            result = _train(strategy, rank, f"{out_dir}/checkpoint")
+            result["kl_weight state"] = _step_with_kl_weight(strategy, rank)
+            torch.save(result, f"{out_dir}/{strategy}-rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -221,6 +241,14 @@ def test_a_step_trains_alike_under_ddp_and_fsdp2(runs):
         assert torch.equal(ranks["ddp"][1]["state"][name], ddp[name]), name  # replicas agree
         # both average the ranks' gradients: the same step (up to the order of the reduction)
         torch.testing.assert_close(fsdp[name], ddp[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_kl_weight_takes_the_step_of_the_kl_in_the_loss(runs, strategy):
+    for run in runs[0][strategy]:
+        step_1 = run["steps"][0]["state"]
+        for name, value in run["kl_weight state"].items():
+            torch.testing.assert_close(value, step_1[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_the_generator_stays_identical_across_ranks(runs):
