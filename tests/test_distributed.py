@@ -7,7 +7,9 @@ converted torchvision ResNet trains a step under DistributedDataParallel and und
   mod 2^64``, so identically seeded ranks fed the same input draw different noise;
 - the KL of a pass is the rank's own: ``kl_divergence(model)`` on each rank is the KL of the
   inputs that rank's layers saw, never another rank's or a reduced number;
-- a step trains: DDP and FSDP2 reach the same parameters from the same start and data;
+- a step trains: DDP and FSDP2 reach the same parameters from the same start and data, and
+  layers with ``kl_weight`` (the KL's gradient applied in their backward) the same as the KL in
+  the loss;
 - DDP broadcasts the layer's prior buffers (mu, sigma) from rank 0 before each forward, as it
   does batch-norm statistics, although the layer moves them;
 - a checkpoint written by torch.distributed.checkpoint from the two FSDP2 ranks loads into one
