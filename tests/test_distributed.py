@@ -13,11 +13,14 @@ converted torchvision ResNet trains a step under DistributedDataParallel and und
 - DDP broadcasts the layer's prior buffers (mu, sigma) from rank 0 before each forward, as it
   does batch-norm statistics, although the layer moves them;
 - a checkpoint written by torch.distributed.checkpoint from the two FSDP2 ranks loads into one
-  plain process with the same parameters and buffers (the log-normal prior's mu and sigma).
+  plain process with the same parameters and buffers (the log-normal prior's mu and sigma),
+  and one written by one process loads into the two FSDP2 ranks.
 
 The two ranks run once (a module fixture: the process start and torch's import dominate) and
 save what they saw; the tests read it.
 """
+
+import warnings
 
 import pytest
 import torch
@@ -176,6 +179,28 @@ def _step_with_kl_weight(strategy, rank):
     return _local_state(model)
 
 
+def _single_process_state():
+    """The state one plain process checkpoints: every tensor of _model() moved off its
+    initial value, so that a load shows."""
+    model = _model()
+    with torch.no_grad():
+        for value in model.state_dict().values():
+            value.mul_(2).add_(1)
+    return model.state_dict()
+
+
+def _load_sharded(rank, checkpoint_dir):
+    """The single process's checkpoint loaded into the two FSDP2 ranks' sharded model."""
+    import torch.distributed.checkpoint as dcp
+
+    model = _model()
+    _wrapped(model, "fsdp2")
+    state = model.state_dict()
+    dcp.load(state, checkpoint_id=checkpoint_dir)
+    model.load_state_dict(state)
+    return _local_state(model)
+
+
 def _worker(rank, store, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
@@ -184,15 +209,22 @@ def _worker(rank, store, out_dir):
             result = _train(strategy, rank, f"{out_dir}/checkpoint")
             result["kl_weight state"] = _step_with_kl_weight(strategy, rank)
             torch.save(result, f"{out_dir}/{strategy}-rank{rank}.pt")
+        torch.save(_load_sharded(rank, f"{out_dir}/single"), f"{out_dir}/loaded-rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    import torch.distributed.checkpoint as dcp
+
     tmp = tmp_path_factory.mktemp("distributed")
+    with warnings.catch_warnings():  # DCP warns that it saves from one process, the point here
+        warnings.filterwarnings("ignore", "torch.distributed is disabled")
+        dcp.save(_single_process_state(), checkpoint_id=tmp / "single", no_dist=True)
     mp.spawn(_worker, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=True)
     ranks = {s: [torch.load(tmp / f"{s}-rank{r}.pt") for r in range(WORLD)] for s in STRATEGIES}
+    ranks["loaded"] = [torch.load(tmp / f"loaded-rank{r}.pt") for r in range(WORLD)]
     return ranks, tmp / "checkpoint"
 
 
@@ -293,3 +325,13 @@ def test_a_checkpoint_of_two_ranks_loads_into_one_process(runs):
     for name, value in fsdp[0]["saved"].items():
         assert torch.equal(loaded[name], value), name
     assert loaded[mu].data_ptr() == model.fc[0].dropout.mu.data_ptr()
+
+
+def test_a_checkpoint_of_one_process_loads_into_two_ranks(runs):
+    """The other way: the sharded parameters take their shards of the saved tensors, and every
+    rank's buffers (the prior's mu and sigma too) the saved values."""
+    saved = _single_process_state()
+    for loaded in runs[0]["loaded"]:
+        assert loaded.keys() == saved.keys()
+        for name, value in saved.items():
+            assert torch.equal(loaded[name], value), name
