@@ -44,8 +44,9 @@ def _gloo_missing():
     return None
 
 
+_MISSING = _gloo_missing()
 pytestmark = [requires_compiled, pytest.mark.usefixtures("one_thread"),
-              pytest.mark.skipif(_gloo_missing() is not None, reason=str(_gloo_missing()))]
+              pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))]
 
 WORLD = 2
 STRATEGIES = ("ddp", "fsdp2")
