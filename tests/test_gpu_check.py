@@ -47,6 +47,19 @@ def test_make_gpu_check_with_a_python_that_has_torch_says_no_gpu(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@no_gpu
+def test_gpu_session_script_leaves_its_log_in_out(tmp_path):
+    """benchmarks/gpu_session.sh, the one device call: whatever happens, $OUT has its log."""
+    out, wheels = tmp_path / "out", tmp_path / "wheels"
+    out.mkdir(), wheels.mkdir()
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "WHEELS": str(wheels)}
+    subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=ROOT, capture_output=True, text=True,
+                   timeout=300, env=env)
+    log = (out / "session.log").read_text()
+    assert "no CUDA GPU" in log and "gpu-check: exit 2" in log
+    assert f"{sys.executable} -m benchmarks.gpu_check --build" in log
+
+
 def _wall_clock_ms(fn, rep_ms=100):
     fn()
     start = time.perf_counter()
