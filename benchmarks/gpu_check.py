@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 
 import torch
@@ -414,6 +415,10 @@ def main(argv=None):
         if not build(report):
             print(f"gpu-check: the build failed: {report.flush()}", file=sys.stderr)
             return 1
+        # setup.py skips the CUDA extension quietly where it finds no nvcc: say so up front
+        cuda_library = os.path.join(ROOT, "infodrop", "_C_cuda" + sysconfig.get_config_var("EXT_SUFFIX"))
+        report.add(f"CUDA extension built: {'yes' if os.path.exists(cuda_library) else 'NO'} "
+                   f"({cuda_library})", "")
         report.flush()
     python = sys.executable
     ok = run_command("Every backend against the reference", [python, "-m", "infodrop", "check",
