@@ -36,11 +36,15 @@ check: $(BUILT)
 bench: $(BUILT)
 	$(PY) -m infodrop bench
 
-# On a machine with a CUDA GPU: every backend against the reference, the cuda-marked and
-# CUDA-graph tests, and the benchmark timed with CUDA events; one report, runs/gpu-check/report.md.
-# Without a GPU it prints "no CUDA GPU" and exits with status 2.
-gpu-check: $(BUILT)
-	$(PY) -m benchmarks.gpu_check
+# On a machine with a CUDA GPU as it comes (torch installed, no network): the active Python
+# ($(PYTHON)) where it has torch, else this project's venv, builds the extensions in place
+# (setup.py build_ext --inplace; no venv is made, nothing installed), then checks every backend
+# against the reference, runs the cuda-marked tests and times the layer and ResNet-50 with CUDA
+# events (benchmarks/gpu_check.py); one report, runs/gpu-check/report.md, also in $OUT when set.
+# Without a GPU it prints "no CUDA GPU" and exits with status 2, building nothing.
+GPU_PYTHON = $(shell $(PYTHON) -c "import torch" 2>/dev/null && echo $(PYTHON) || echo $(PY))
+gpu-check:
+	$(GPU_PYTHON) -m benchmarks.gpu_check --build
 
 build: $(BUILT)
 

@@ -1,59 +1,187 @@
-"""`make gpu-check`: everything this project can only learn on a GPU, in one command and one
-report (runs/gpu-check/report.md), in a few minutes on an H100:
+"""`make gpu-check`: everything this project can only learn on a GPU, on a GPU machine as it
+comes (torch installed, no network, no venv), in one command and one report
+(runs/gpu-check/report.md, copied to $OUT when that is set), designed to take under 8 minutes on
+an H100 or H200, the build included:
 
+0. with --build, the extensions built in place by this Python (setup.py build_ext --inplace,
+   MAX_JOBS from the CPU count, TORCH_CUDA_ARCH_LIST from the GPU found)
 1. every backend against the reference and the CPU kernel: python -m infodrop check --device cuda
-2. the tests marked cuda, and the CUDA-graph capture tests (tests/test_cuda_graphs.py)
-3. the copy bandwidth, measured (a 512 MiB device-to-device copy)
-4. the benchmark at the paper's shapes (infodrop/bench_cases.py SHAPES), timed with CUDA events:
-   fused CUDA, Triton, the eager reference, torch.compile of the reference and F.dropout; achieved
-   GB/s of the least traffic of each, against the copy bandwidth, and for the fused kernels the
-   time predicted from their counted instructions (benchmarks/gpu_code_stats.py)
+2. the tests marked cuda (the CUDA-graph tests among them)
+3. the counted code of both GPU backends (benchmarks/gpu_code_stats.py)
+4. the layer at ResNet-50's shapes, contiguous and channels_last, forward and forward+backward,
+   timed by triton.testing.do_bench (CUDA events, no synchronisation per call, the L2 flushed
+   before each): fused CUDA and Triton, the eager reference, torch.compile of it and F.dropout,
+   with the GB/s of each one's least traffic against a copy of the same tensor, measured
+5. the ResNet-50 training step (torchvision, batch 128, 224x224, bf16 autocast, SGD momentum):
+   plain, nn.Dropout, and converted with 1x1 alpha heads on layer2-4 on the CUDA and on the Triton
+   backend, channels_last and NCHW
+6. the top device ops of a profiled converted step (CUDA backend, channels_last)
 
-Without a CUDA GPU it prints "no CUDA GPU" and exits with status 2 (nothing was checked).
+Each section has a time budget (BUDGET_S) inside an overall deadline: what does not fit is
+skipped and the report says so; a failing section (torch.compile, say) is recorded, not fatal.
+Without a CUDA GPU it prints "no CUDA GPU" and exits with status 2, having checked and built
+nothing.  --build-only builds and exits, GPU or not (the test of the build step runs it).
 """
 
 import argparse
+import gc
+import json
 import os
+import platform
+import shutil
+import signal
 import subprocess
 import sys
+import sysconfig
 import time
 
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-CONTENDERS = ("fused-cuda", "fused-triton", "reference", "reference-compiled", "dropout")
+# Seconds per section: caps, inside DEADLINE_S from the start (build included), which leaves a
+# minute of an 8-minute run for Python's start, the copy to $OUT and a slow section.  Expected
+# on an H100/H200 (16 cores): build ~60 (measured on the H200), check ~20, tests ~60, code stats
+# ~20 (not capped: in process, no timer), layer ~120 (16 torch.compile graphs of ~5 s), network
+# ~50 (eight models, ~25 steps each).
+DEADLINE_S = 420
+BUDGET_S = {"check": 60, "tests": 150, "layer": 150, "network": 100}
+# torch.compile of the reference starts only with this much of the layer's budget left: one graph
+# takes seconds to compile, the other contenders' timings fractions of one
+COMPILE_RESERVE_S = 30
+# the build's own limit on a GPU machine (~60 s measured there); --build-only has none: on a
+# loaded 2-core machine the CPU extension alone took 10 minutes
+BUILD_LIMIT_S = 300
+
+# ResNet-50's activations where Information Dropout goes (outputs of layer1-3 at batch 128), bf16
+# as trained, and the middle one in fp32
+LAYER_SHAPES = (((128, 256, 56, 56), torch.bfloat16), ((128, 512, 28, 28), torch.bfloat16),
+                ((128, 1024, 14, 14), torch.bfloat16), ((128, 512, 28, 28), torch.float32))
+LAYER_CONTENDERS = ("fused-cuda", "fused-triton", "reference", "reference-compiled", "dropout")
+
+NETWORK = ("resnet50", ("layer2", "layer3", "layer4"))  # torchvision builder, targets
+NETWORK_BATCH, NETWORK_SIDE = 128, 224
+# (contender of infodrop/bench_network.py, backend of the fused op); each in channels_last first
+NETWORK_CONTENDERS = (("plain", None), ("dropout", None), ("fused-1x1", "cuda"),
+                      ("fused-1x1", "triton"))
+PROFILED = ("fused-1x1-cl", "cuda")
+PROFILE_ROWS = 20
 
 
-def run_step(title, command, report):
-    started = time.time()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    output = (result.stdout + result.stderr).strip().splitlines()
-    status = "passed" if result.returncode == 0 else f"FAILED (exit {result.returncode})"
-    print(f"{title}: {status} ({time.time() - started:.0f} s)", flush=True)
-    report += [f"## {title}: {status}", "", "```", " ".join(command), *output[-25:], "```", ""]
-    return result.returncode == 0
+class Clock:
+    """Seconds left to a section: its cap, or what is left to the overall deadline if less."""
+
+    def __init__(self, deadline_s):
+        self.start = time.monotonic()
+        self.deadline = self.start + deadline_s
+
+    def budget(self, section):
+        return max(0.0, min(BUDGET_S[section], self.deadline - time.monotonic()))
+
+    def elapsed(self):
+        return time.monotonic() - self.start
 
 
-def timed(fn, iterations):
-    """Mean milliseconds per call, CUDA events around `iterations` calls after a warm-up."""
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iterations):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iterations
+class Report:
+    """The markdown report, written (and copied to $OUT) after every section, so that a run
+    stopped from outside still leaves what it measured; logs go beside it."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.lines = []
+        self.results = {}
+        os.makedirs(directory, exist_ok=True)
+
+    def add(self, *lines):
+        self.lines += lines
+
+    def save_file(self, name, text):
+        path = os.path.join(self.directory, name)
+        with open(path, "w") as f:
+            f.write(text)
+        out = os.environ.get("OUT")
+        if out and os.path.isdir(out):
+            shutil.copy(path, os.path.join(out, name))
+        return path
+
+    def flush(self):
+        self.save_file("results.json", json.dumps(self.results, indent=1, default=str) + "\n")
+        return self.save_file("report.md", "\n".join(self.lines) + "\n")
 
 
-def copy_bandwidth():
-    """Bytes per second of a device-to-device copy (read + write)."""
-    src = torch.empty(256 * 2**20, dtype=torch.float16, device="cuda")
-    dst = torch.empty_like(src)
-    ms = timed(lambda: dst.copy_(src), 20)
-    return 2 * src.numel() * src.element_size() / (ms * 1e-3)
+def run_command(title, command, report, log_name, timeout_s, env=None):
+    """Runs ``command`` in the repository, its whole output to ``log_name`` and the tail to the
+    report; stopped (with its process group: pytest-xdist's workers too) after ``timeout_s``
+    (None: no limit)."""
+    started = time.monotonic()
+    if timeout_s is not None and timeout_s < 1:
+        report.add(f"## {title}: skipped (no time left)", "")
+        return False
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+        status = "passed" if process.returncode == 0 else f"FAILED (exit {process.returncode})"
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        status = f"STOPPED after its {timeout_s:.0f} s budget"
+    seconds = time.monotonic() - started
+    print(f"{title}: {status} ({seconds:.0f} s)", flush=True)
+    report.save_file(log_name, output)
+    report.add(f"## {title}: {status} ({seconds:.0f} s; whole log: {log_name})", "", "```",
+               " ".join(command), *output.strip().splitlines()[-30:], "```", "")
+    report.results[title] = {"status": status, "seconds": seconds}
+    return process.returncode == 0
+
+
+def build_environment():
+    """MAX_JOBS from the CPUs this process may use, TORCH_CUDA_ARCH_LIST the visible GPU's
+    (one architecture: half the nvcc time of setup.py's default pair); either kept where set."""
+    env = dict(os.environ)
+    env.setdefault("MAX_JOBS", str(len(os.sched_getaffinity(0))))
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        env.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
+    return env
+
+
+def build(report, timeout_s=None):
+    """setup.py build_ext --inplace with this Python: no venv, no pip, nothing downloaded."""
+    env = build_environment()
+    report.add(f"MAX_JOBS={env['MAX_JOBS']} TORCH_CUDA_ARCH_LIST={env.get('TORCH_CUDA_ARCH_LIST', '')}"
+               f" INFODROP_CUDA={env.get('INFODROP_CUDA', '')}", "")
+    return run_command("Build in place", [sys.executable, "setup.py", "build_ext", "--inplace"],
+                       report, "build.log", timeout_s, env=env)
+
+
+def pytest_command():
+    """The cuda-marked tests, on 4 processes where pytest-xdist is installed (it is on the GPU
+    machines' image), each test stopped after 120 s where pytest-timeout is."""
+    import importlib.util
+
+    # a test module that cannot be imported (a package the image lacks) fails alone, not the run
+    command = [sys.executable, "-m", "pytest", "-q", "-rfE", "-m", "cuda", "-p", "no:cacheprovider",
+               "--continue-on-collection-errors"]
+    if importlib.util.find_spec("xdist") is not None:
+        command += ["-n", "4"]
+    if importlib.util.find_spec("pytest_timeout") is not None:
+        command += ["--timeout", "120"]
+    return command + ["tests"]
+
+
+def code_stats(report, arch):
+    import benchmarks.gpu_code_stats as stats
+
+    table_arch = arch if arch in stats.GPUS else 90
+    rows = []
+    library = stats.cuda_library()
+    if library is not None:
+        rows += stats.cuda_rows(library, table_arch)
+    rows += stats.triton_rows(table_arch)
+    report.add(f"## Counted code (benchmarks/gpu_code_stats.py, sm_{table_arch})", "",
+               stats.table(rows, table_arch), "")
+    return rows
 
 
 def predicted_us(rows, backend, kernel, dtype, numel, bandwidth):
@@ -65,81 +193,249 @@ def predicted_us(rows, backend, kernel, dtype, numel, bandwidth):
     return None
 
 
-def benchmark(report, bandwidth, rows, iterations):
+def do_bench_ms(fn, rep_ms=100):
+    """Median ms of ``fn`` by triton.testing.do_bench: CUDA events around each call, no
+    synchronisation between calls, the L2 cache flushed before each."""
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
+
+
+def layer(report, clock, rows, *, shapes=LAYER_SHAPES, contenders=LAYER_CONTENDERS, device="cuda"):
+    """The layer's table; shapes, contenders and device are parameters for the CPU test of this
+    code (tests/test_gpu_check.py), which has no GPU to run it on."""
     from infodrop import bench_cases as bc
 
-    report += ["## Benchmark (CUDA events, mean of "
-               f"{iterations} calls after 3 warm-up; copy bandwidth {bandwidth / 1e9:.0f} GB/s)", "",
-               "| shape | pass | contender | time | GB/s (least traffic) | of copy | predicted |",
-               "|---|---|---|---|---|---|---|"]
-    for name, (shape, dtype) in bc.SHAPES.items():
-        case = bc.Case(name, shape, dtype, "cuda")
-        for pass_ in bc.PASSES:
-            for contender_name in CONTENDERS:
-                contender = bc.CONTENDERS[contender_name]
-                why = bc.unavailable(contender, "cuda")
-                if why:
-                    report.append(f"| {case.label} | {pass_} | {contender_name} | - ({why}) | | | |")
-                    continue
-                ms = timed(bc.make_step(contender, case, pass_), iterations)
-                traffic = bc.traffic_bytes(contender, case, pass_)
-                gbs = traffic / (ms * 1e-3) / 1e9
-                predicted = ""
-                if contender_name.startswith("fused-"):
-                    backend = contender_name.removeprefix("fused-")
-                    dtype_name = str(dtype).removeprefix("torch.")
-                    kernels = ("forward",) if pass_ == "forward" else ("forward", "backward")
-                    parts = [predicted_us(rows, backend, k, dtype_name, case.numel, bandwidth)
-                             for k in kernels]
-                    if None not in parts:
-                        predicted = f"{sum(parts):.1f} us (kernels only)"
-                report.append(f"| {case.label} | {pass_} | {contender_name} | {ms * 1e3:.1f} us | "
-                              f"{gbs:.0f} | {gbs * 1e9 / bandwidth:.0%} | {predicted} |")
-                print(report[-1], flush=True)
-    report.append("")
-    report.append("Each timed call ends in a device synchronisation (bench_cases.make_step), so "
-                  "small shapes include launch latency; predicted times are the kernels' floors "
-                  "without launch overhead or the per-sample sums.")
+    budget_end = time.monotonic() + clock.budget("layer")
+    report.add("## The layer at ResNet-50's shapes (triton.testing.do_bench: median, CUDA events, "
+               "no sync per call, L2 flushed)", "",
+               "GB/s: the contender's least traffic (forward 3 full-size tensors, forward+backward "
+               "8; F.dropout 2 and 4, masks left out) over its time; 'of copy': over the bandwidth "
+               "of x.clone() measured on the same tensor. 'predicted': the fused kernels' floors "
+               "from the counted code (no launch overhead or per-sample sums).", "",
+               "| shape, dtype, layout | pass | contender | time | GB/s | of copy | predicted |",
+               "|---|---|---|---|---|---|---|")
+    compile_error = None
+    records = report.results.setdefault("layer", [])
+    for shape, dtype in shapes:
+        if time.monotonic() > budget_end:
+            report.add(f"| {'x'.join(map(str, shape))} {dtype} | | | skipped: the section's "
+                       "budget is spent | | | |")
+            continue
+        base = bc.make_inputs(bc.Case("resnet50", shape, dtype, device), requires_grad=True)
+        for channels_last in (False, True):
+            case = bc.Case("resnet50", shape, dtype, device, channels_last=channels_last)
+            inputs = bc.in_layout(case, base)
+            copy_ms = do_bench_ms(lambda x=inputs[0]: x.clone())
+            bandwidth = 2 * case.numel * inputs[0].element_size() / (copy_ms * 1e-3)
+            report.add(f"| {case.label} | copy | x.clone() | {copy_ms * 1e3:.1f} us | "
+                       f"{bandwidth / 1e9:.0f} | 100% | |")
+            print(report.lines[-1], flush=True)
+            for pass_ in bc.PASSES:
+                for name in contenders:
+                    contender = bc.CONTENDERS[name]
+                    why = bc.unavailable(contender, device)
+                    if why is None and time.monotonic() > budget_end:
+                        why = "the section's budget is spent"
+                    if why is None and name == "reference-compiled":
+                        if compile_error:
+                            why = "torch.compile failed above"
+                        elif time.monotonic() > budget_end - COMPILE_RESERVE_S:
+                            why = "too little of the section's budget left to compile"
+                    if why:
+                        report.add(f"| {case.label} | {pass_} | {name} | - ({why}) | | | |")
+                        continue
+                    try:
+                        ms = do_bench_ms(bc.make_step(contender, case, pass_, inputs=inputs,
+                                                      sync=False))
+                    except Exception as error:  # noqa: BLE001 - recorded; the rest still runs
+                        message = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                        if name == "reference-compiled":
+                            compile_error = message
+                        report.add(f"| {case.label} | {pass_} | {name} | FAILED: {message} | | | |")
+                        print(report.lines[-1], flush=True)
+                        continue
+                    gbs = bc.traffic_bytes(contender, case, pass_) / (ms * 1e-3) / 1e9
+                    predicted = ""
+                    if name.startswith("fused-"):
+                        kernels = ("forward",) if pass_ == "forward" else ("forward", "backward")
+                        parts = [predicted_us(rows, name.removeprefix("fused-"), k,
+                                              str(dtype).removeprefix("torch."), case.numel,
+                                              bandwidth) for k in kernels]
+                        if parts and None not in parts:
+                            predicted = f"{sum(parts):.1f} us"
+                    report.add(f"| {case.label} | {pass_} | {name} | {ms * 1e3:.1f} us | {gbs:.0f} | "
+                               f"{gbs * 1e9 / bandwidth:.0%} | {predicted} |")
+                    print(report.lines[-1], flush=True)
+                    records.append({"case": case.label, "pass": pass_, "contender": name,
+                                    "us": ms * 1e3, "GB_per_s": gbs, "copy_GB_per_s": bandwidth / 1e9})
+            del inputs
+        del base
+        gc.collect()
+        torch.cuda.empty_cache()
+    if compile_error:
+        report.add("", f"torch.compile of the reference failed: `{compile_error}`")
+    report.add("")
+
+
+def profile_table(step, cuda=True):
+    """The top ops of three profiled steps, by their own device time (CPU time without CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=PROFILE_ROWS)
+
+
+def network(report, clock, *, builder=NETWORK, contenders=NETWORK_CONTENDERS, profiled=PROFILED,
+            batch=NETWORK_BATCH, side=NETWORK_SIDE, device="cuda"):
+    """The network's table and profile; what it runs is a parameter for the CPU test."""
+    from infodrop import bench_network as bn
+
+    spec = bn.Network(builder[0], *builder)
+    targets = ", ".join(spec.targets)
+    budget_end = time.monotonic() + clock.budget("network")
+    torch.backends.cudnn.benchmark = True  # as CNNs are trained
+    report.add(f"## {spec.name} training step (torchvision, batch {batch}, {side}x{side}, bf16 "
+               "autocast, SGD momentum, KL term in the loss; cudnn.benchmark; do_bench median "
+               "after 3 warm-up steps)", "",
+               f"Converted: infodrop.convert(alpha_head='1x1') on {targets} (their outputs); "
+               "dropout: nn.Dropout(0.5) in the same places.", "",
+               "| contender | backend | layout | ms/step | vs plain (same layout) | peak GiB |",
+               "|---|---|---|---|---|---|")
+    records = report.results.setdefault("network", [])
+    plain, table = {}, None
+    cuda = torch.device(device).type == "cuda"
+    for suffix, layout in ((bn.CHANNELS_LAST, "channels_last"), ("", "NCHW")):
+        for stem, backend in contenders:
+            contender = stem + suffix
+            if time.monotonic() > budget_end:
+                report.add(f"| {stem} | {backend or ''} | {layout} | skipped: the section's budget "
+                           "is spent | | |")
+                continue
+            try:
+                step = bn.make_step(spec, contender, batch, side, device=device, backend=backend,
+                                    autocast=torch.bfloat16)
+                for _ in range(3):
+                    step()
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                ms = do_bench_ms(step, rep_ms=600)
+                peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+                if (contender, backend) == profiled:
+                    table = profile_table(step, cuda)
+            except Exception as error:  # noqa: BLE001 - recorded; the rest still runs
+                report.add(f"| {stem} | {backend or ''} | {layout} | FAILED: {type(error).__name__}: "
+                           f"{str(error).splitlines()[0][:300]} | | |")
+                print(report.lines[-1], flush=True)
+                continue
+            finally:
+                step = None
+                gc.collect()
+                torch.cuda.empty_cache()
+            if stem == "plain":
+                plain[layout] = ms
+            ratio = f"{ms / plain[layout]:.3f}x" if layout in plain else ""
+            gib = "-" if peak is None else f"{peak:.1f}"
+            report.add(f"| {stem} | {backend or ''} | {layout} | {ms:.1f} | {ratio} | {gib} |")
+            print(report.lines[-1], flush=True)
+            records.append({"contender": stem, "backend": backend, "layout": layout, "ms": ms,
+                            "peak_GiB": peak})
+    report.add("")
+    if table is not None:
+        report.save_file("profile.txt", table)
+        report.add(f"## Top device ops of the converted step ({profiled[0]}, backend "
+                   f"{profiled[1]}; 3 steps, torch.profiler key_averages by own device time)", "",
+                   "```", *table.strip().splitlines(), "```", "")
+
+
+def header(report):
+    name = torch.cuda.get_device_name()
+    major, minor = torch.cuda.get_device_capability()
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    report.add(f"# gpu-check on {name} (sm_{major}{minor}), {time.strftime('%Y-%m-%d %H:%M %Z')}", "",
+               f"torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton_version}, "
+               f"Python {platform.python_version()} ({sys.executable}), {os.cpu_count()} CPUs, "
+               f"commit {commit}", "")
+    report.results["environment"] = {"gpu": name, "capability": f"{major}.{minor}",
+                                     "torch": torch.__version__, "triton": triton_version,
+                                     "commit": commit}
+    return 10 * major + minor
+
+
+def section(title, report, fn, *args):
+    """Runs one in-process section; an exception is recorded in the report, not fatal."""
+    started = time.monotonic()
+    try:
+        result = fn(*args)
+    except Exception as error:  # noqa: BLE001 - the report says what failed; the rest runs
+        report.add(f"## {title}: FAILED", "", "```", f"{type(error).__name__}: {error}"[:2000], "```", "")
+        result = None
+    seconds = time.monotonic() - started
+    print(f"{title}: {seconds:.0f} s", flush=True)
+    report.results.setdefault("seconds", {})[title] = seconds
+    report.flush()
+    return result
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "gpu-check"))
-    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--build", action="store_true",
+                        help="first build the extensions in place with this Python")
+    parser.add_argument("--build-only", action="store_true",
+                        help="build the extensions in place with this Python and stop (no GPU needed)")
     args = parser.parse_args(argv)
+    clock = Clock(DEADLINE_S)
+    if args.build_only:
+        report = Report(args.out)
+        ok = build(report)
+        report.flush()
+        return 0 if ok else 1
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
-              "nothing was checked. Run `make gpu-check` on a machine with a CUDA GPU.",
+              "nothing was checked or built. Run `make gpu-check` on a machine with a CUDA GPU.",
               file=sys.stderr)
         return 2
-    import benchmarks.gpu_code_stats as stats
-
-    name = torch.cuda.get_device_name()
-    major, minor = torch.cuda.get_device_capability()
-    arch = 10 * major + minor
-    report = [f"# gpu-check on {name} (sm_{arch}), torch {torch.__version__}", ""]
+    report = Report(args.out)
+    arch = header(report)
+    if args.build:
+        if not build(report, timeout_s=BUILD_LIMIT_S):
+            print(f"gpu-check: the build failed: {report.flush()}", file=sys.stderr)
+            return 1
+        # setup.py skips the CUDA extension quietly where it finds no nvcc: say so up front
+        cuda_library = os.path.join(ROOT, "infodrop", "_C_cuda" + sysconfig.get_config_var("EXT_SUFFIX"))
+        report.add(f"CUDA extension built: {'yes' if os.path.exists(cuda_library) else 'NO'} "
+                   f"({cuda_library})", "")
+        report.flush()
     python = sys.executable
-    ok = run_step("Every backend against the reference", [python, "-m", "infodrop", "check",
-                                                          "--device", "cuda"], report)
-    ok &= run_step("Tests marked cuda", [python, "-m", "pytest", "-q", "-m", "cuda", "tests"],
-                   report)
-    ok &= run_step("CUDA graph capture", [python, "-m", "pytest", "-q", "tests/test_cuda_graphs.py"],
-                   report)
-    table_arch = arch if arch in stats.GPUS else 90
-    rows = []
-    library = stats.cuda_library()
-    if library is not None:
-        rows += stats.cuda_rows(library, table_arch)
-    rows += stats.triton_rows(table_arch)
-    report += [f"## Counted code (benchmarks/gpu_code_stats.py, sm_{table_arch})", "",
-               stats.table(rows, table_arch), ""]
-    bandwidth = copy_bandwidth()
-    print(f"copy bandwidth: {bandwidth / 1e9:.0f} GB/s", flush=True)
-    benchmark(report, bandwidth, rows, args.iterations)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(report) + "\n")
+    ok = run_command("Every backend against the reference", [python, "-m", "infodrop", "check",
+                                                             "--device", "cuda"],
+                     report, "check.log", clock.budget("check"))
+    report.flush()
+    ok &= run_command("Tests marked cuda", pytest_command(), report, "tests.log", clock.budget("tests"))
+    report.flush()
+    rows = section("Counted code", report, code_stats, report, arch) or []
+    section("The layer", report, layer, report, clock, rows)
+    section("ResNet-50 step", report, network, report, clock)
+    report.add(f"Whole run: {clock.elapsed():.0f} s.")
+    path = report.flush()
     print(f"report: {path}")
     return 0 if ok else 1
 

@@ -243,8 +243,9 @@ def _network(args, parser) -> int:
           f"{settings['repeats'] * settings['blocks']} in {settings['blocks']} passes after "
           f"{settings['warmup']} warm-up each; '/ plain' and 'added ms' (over what the contender is "
           "built on: fused over its heads alone, dropout and heads over plain) compare within a "
-          "pass, median over passes; 'layer ms': the dropout layers' own forward and backward in "
-          "a profiled step; peak: live tensors in a step, from the profiler")
+          "pass and a layout (-cl: channels_last, over plain-cl), median over passes; 'layer ms': "
+          "the dropout layers' own forward and backward in a profiled step; peak: live tensors in "
+          "a step, from the profiler")
     records = bench_network.run(networks, list(bench_network.CONTENDERS), batch=args.batch,
                                 image_size=args.image_size, memory=not args.no_memory,
                                 progress=not args.no_progress, **settings)

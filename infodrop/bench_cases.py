@@ -20,12 +20,18 @@ from .testing import make_inputs as make_layer_inputs
 
 @dataclass(frozen=True)
 class Case:
-    """One layer's activations: shape (batch first), dtype, device."""
+    """One layer's activations: shape (batch first), dtype, device, and whether the tensors are
+    channels_last (4-D shapes only; the layout convnets are trained in on GPUs)."""
 
     name: str
     shape: tuple
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
+    channels_last: bool = False
+
+    def __post_init__(self):
+        if self.channels_last and len(self.shape) != 4:
+            raise ValueError(f"channels_last needs a 4-D shape (N, C, H, W), got {self.shape}")
 
     @property
     def numel(self) -> int:
@@ -34,7 +40,8 @@ class Case:
     @property
     def label(self) -> str:
         dims = "x".join(map(str, self.shape))
-        return f"{self.name} {dims} {str(self.dtype).removeprefix('torch.')} {self.device}"
+        layout = " channels_last" if self.channels_last else ""
+        return f"{self.name} {dims} {str(self.dtype).removeprefix('torch.')} {self.device}{layout}"
 
 
 # The paper's layers (docs/spec.md section 1): the MLP of Fig. 3a, All-CNN-32's two dropout layers and
@@ -150,23 +157,39 @@ def unavailable(contender: Contender, device: str):
     return None
 
 
+def in_layout(case: Case, tensors):
+    """``tensors`` (detached) in the case's layout: the same values, channels_last strides for the
+    full-size ones where the case asks for them, requires_grad kept."""
+    def convert(t):
+        same = t.detach()
+        if case.channels_last and t.dim() == 4:
+            same = same.contiguous(memory_format=torch.channels_last)
+        return same.requires_grad_(t.requires_grad)
+
+    return tuple(convert(t) for t in tensors)
+
+
 def make_inputs(case: Case, requires_grad: bool, seed: int = 0):
-    """The layer's inputs (as after a ReLU) and its output gradients for one case."""
+    """The layer's inputs (as after a ReLU) and its output gradients for one case, in its layout."""
     x, logit = make_layer_inputs(case.shape, case.dtype, seed=seed, device=case.device)
     grad_z, grad_kl = make_grads(case.shape, case.dtype, seed=seed + 1, device=case.device)
+    x, logit, grad_z, grad_kl = in_layout(case, (x, logit, grad_z, grad_kl))
     return x.requires_grad_(requires_grad), logit.requires_grad_(requires_grad), grad_z, grad_kl
 
 
-def make_step(contender: Contender, case: Case, pass_: str):
-    """A callable running one iteration of ``pass_``; it waits for the device before returning."""
+def make_step(contender: Contender, case: Case, pass_: str, *, inputs=None, sync: bool = True):
+    """A callable running one iteration of ``pass_``; with ``sync`` it waits for the device before
+    returning (for wall-clock timers; CUDA-event timers such as triton.testing.do_bench want no
+    synchronisation per call).  ``inputs``: make_inputs(case, requires_grad=True) made once, for
+    many steps at a shape too large to draw again for each (the forward runs under no_grad)."""
     if pass_ not in PASSES:
         raise ValueError(f"pass must be one of {PASSES}, got {pass_!r}")
     backward = pass_ == "forward+backward"
-    x, logit, grad_z, grad_kl = make_inputs(case, requires_grad=backward)
+    x, logit, grad_z, grad_kl = inputs if inputs is not None else make_inputs(case, backward)
     fn = _function(contender)
     inputs = (x, logit) if contender.uses_logit else (x,)
     grads = (grad_z, grad_kl) if contender.uses_logit else (grad_z,)
-    sync = torch.cuda.synchronize if case.device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if sync and case.device == "cuda" else (lambda: None)
 
     if backward:
         def step():

@@ -9,7 +9,10 @@ Contenders, on the same targets of each network:
 - heads-<head>: the alpha heads alone (computed and back-propagated, no dropout op): what the
   paper's alpha branch costs by itself;
 - fused-<head>: infodrop.convert with that alpha head, the fused op (backend "auto");
-- reference-conv: the same with backend="reference" (the pure-PyTorch op).
+- reference-conv: the same with backend="reference" (the pure-PyTorch op);
+- <contender>-cl: plain, dropout, the heads and the fused op with the model and its input in
+  channels_last, the layout convnets are trained in on GPUs ("/ plain" and "added ms" compare
+  within a layout: plain-cl is their base).
 "added ms" is what a contender adds to the step of what it is built on (fused over its heads
 alone, dropout and heads over plain); "layer ms" is the dropout layers' own forward and backward
 in a profiled step (LAYER_EVENTS): the issue's "own share" of nn.Dropout and of the fused op,
@@ -52,13 +55,22 @@ NETWORKS = {n.name: n for n in (
     Network("vgg11_bn", "vgg11_bn", ("features.13", "features.20", "features.27")),
 )}
 
-CONTENDERS = {
+_CONTIGUOUS = {
     "plain": "the network as built",
     "dropout": "nn.Dropout(0.5) on the targets' outputs",
     **{f"heads-{h}": f"the {h} alpha heads alone, no dropout op" for h in HEADS},
     **{f"fused-{h}": f"infodrop.convert(alpha_head={h!r}), fused op" for h in HEADS},
     "reference-conv": "infodrop.convert(alpha_head='conv', backend='reference')",
 }
+CHANNELS_LAST = "-cl"  # the suffix of a contender's channels_last twin
+CONTENDERS = {**_CONTIGUOUS, **{name + CHANNELS_LAST: f"{text}, channels_last"
+                                for name, text in _CONTIGUOUS.items() if name != "reference-conv"}}
+
+
+def layout(contender: str):
+    """(the contender without its layout suffix, whether it is channels_last)."""
+    stem = contender.removesuffix(CHANNELS_LAST)
+    return stem, stem != contender
 
 
 class _TouchAlpha(torch.autograd.Function):
@@ -80,11 +92,14 @@ class _NoDropout(nn.Module):
         return _TouchAlpha.apply(x, alpha_logit)
 
 
-def build(network: str, contender: str, image_size: int):
-    """The network of ``contender`` (random weights, seeded), in training mode."""
+def build(network, contender: str, image_size: int, *, backend: str | None = None):
+    """The network of ``contender`` (random weights, seeded), in training mode.  ``network``: a
+    name of NETWORKS or a Network (gpu_check's ResNet-50); ``backend``: the fused contenders'
+    backend (default "auto")."""
     import torchvision  # the "models" extra, only when a network is benchmarked
 
-    spec = NETWORKS[network]
+    spec = network if isinstance(network, Network) else NETWORKS[network]
+    contender, channels_last = layout(contender)
     torch.manual_seed(0)
     model = getattr(torchvision.models, spec.builder)()
     example = torch.randn(2, 3, image_size, image_size)
@@ -95,28 +110,37 @@ def build(network: str, contender: str, image_size: int):
             modules[parent]._modules[child] = nn.Sequential(modules[name], nn.Dropout(0.5))
     elif contender != "plain":
         kind, head = contender.split("-")
-        options = {"backend": "reference"} if kind == "reference" else {}
+        options = {"backend": "reference"} if kind == "reference" else \
+            {"backend": backend} if backend else {}
         convert(model, spec.targets, alpha_head=head, example_input=example, **options)
         if kind == "heads":
             for m in model.modules():
                 if hasattr(m, "alpha_head"):
                     m.dropout = _NoDropout()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     return model.train()
 
 
-def make_step(network: str, contender: str, batch: int = 32, image_size: int = 64):
-    """One training step of ``contender``, as a closure over its model, data and optimizer."""
-    model = build(network, contender, image_size)
+def make_step(network, contender: str, batch: int = 32, image_size: int = 64, *,
+              device: str = "cpu", backend: str | None = None, autocast: torch.dtype | None = None):
+    """One training step of ``contender``, as a closure over its model, data and optimizer, on
+    ``device``, under autocast to ``autocast`` where given (gpu_check: bf16 on CUDA)."""
+    model = build(network, contender, image_size, backend=backend).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, 3, image_size, image_size, generator=g)
-    y = torch.randint(0, 1000, (batch,), generator=g)
+    x = torch.randn(batch, 3, image_size, image_size, generator=g).to(device)
+    if layout(contender)[1]:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), generator=g).to(device)
     has_kl = contender.startswith(("fused", "reference"))
+    device_type = torch.device(device).type
 
     def step():
-        loss = F.cross_entropy(model(x), y)
-        if has_kl:
-            loss = loss + KL_WEIGHT * kl_divergence(model).mean()
+        with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
+            loss = F.cross_entropy(model(x), y)
+            if has_kl:
+                loss = loss + KL_WEIGHT * kl_divergence(model).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -237,33 +261,41 @@ def _paired(records, network, contender, base, compare):
 
 
 def ratio_to_plain(records, network, contender):
-    return _paired(records, network, contender, "plain", lambda a, b: a / b)
+    """Over plain in the contender's layout."""
+    plain = "plain" + (CHANNELS_LAST if layout(contender)[1] else "")
+    return _paired(records, network, contender, plain, lambda a, b: a / b)
 
 
 def own_share(records, network, contender):
-    """Seconds the contender's layer adds to the step beyond what it is built on: fused and
-    reference over the heads alone (same head), the heads and dropout over plain."""
+    """Seconds the contender's layer adds to the step beyond what it is built on, in the same
+    layout: fused and reference over the heads alone (same head), the heads and dropout over
+    plain."""
+    stem, channels_last = layout(contender)
     base = {"dropout": "plain", "reference-conv": "heads-conv", **{f"heads-{h}": "plain" for h in HEADS},
-            **{f"fused-{h}": f"heads-{h}" for h in HEADS}}.get(contender)
-    return None if base is None else _paired(records, network, contender, base, lambda a, b: a - b)
+            **{f"fused-{h}": f"heads-{h}" for h in HEADS}}.get(stem)
+    if base is None:
+        return None
+    base += CHANNELS_LAST if channels_last else ""
+    return _paired(records, network, contender, base, lambda a, b: a - b)
 
 
 def targets_met(records):
-    """The issue's two targets, per network where measured: [(text, met)]."""
+    """The issue's two targets, per network and layout where measured: [(text, met)]."""
     verdicts = []
     for network in dict.fromkeys(r["network"] for r in records):
         layer = {r["contender"]: r.get("layer_s") for r in records if r["network"] == network}
-        dropout = layer.get("dropout")
-        for head in HEADS:
-            fused = layer.get(f"fused-{head}")
-            if fused is not None and dropout is not None:
-                verdicts.append((f"{network}: the fused layer's own time with the {head} head "
-                                 f"({fused * 1e3:.1f} ms) <= nn.Dropout's ({dropout * 1e3:.1f} ms)",
-                                 fused <= dropout))
-        ratio = ratio_to_plain(records, network, "fused-1x1")
-        if network == "resnet18" and ratio is not None:
-            verdicts.append((f"resnet18: the step with the 1x1 head is {ratio:.3f}x plain's (target "
-                             "<= 1.05x)", ratio <= 1.05))
+        for suffix, in_layout in (("", ""), (CHANNELS_LAST, " in channels_last")):
+            dropout = layer.get("dropout" + suffix)
+            for head in HEADS:
+                fused = layer.get(f"fused-{head}{suffix}")
+                if fused is not None and dropout is not None:
+                    verdicts.append((f"{network}: the fused layer's own time with the {head} head"
+                                     f"{in_layout} ({fused * 1e3:.1f} ms) <= nn.Dropout's "
+                                     f"({dropout * 1e3:.1f} ms)", fused <= dropout))
+            ratio = ratio_to_plain(records, network, "fused-1x1" + suffix)
+            if network == "resnet18" and ratio is not None:
+                verdicts.append((f"resnet18: the step with the 1x1 head{in_layout} is {ratio:.3f}x "
+                                 "plain's (target <= 1.05x)", ratio <= 1.05))
     return verdicts
 
 
@@ -271,7 +303,7 @@ def format_table(records) -> str:
     lines = []
     for network in dict.fromkeys(r["network"] for r in records):
         rows = [r for r in records if r["network"] == network]
-        plain = next((r for r in rows if r["contender"] == "plain"), None)
+        plains = {layout(r["contender"])[1]: r for r in rows if layout(r["contender"])[0] == "plain"}
         first = rows[0]
         lines += ["", f"{network}, batch {first['batch']}, {first['image_size']}x{first['image_size']}, "
                       f"targets {', '.join(first['targets'])}",
@@ -284,7 +316,7 @@ def format_table(records) -> str:
             share = own_share(records, network, r["contender"])
             share = f"{share * 1e3:+9.1f}" if share is not None else f"{'':>9}"
             layer = f"{r['layer_s'] * 1e3:9.1f}" if r.get("layer_s") is not None else f"{'':>9}"
-            peak = r["peak_bytes"]
+            peak, plain = r["peak_bytes"], plains.get(layout(r["contender"])[1])
             mib = f"{peak / 2**20:9.1f}" if peak else f"{'-':>9}"
             mratio = f"{peak / plain['peak_bytes']:7.3f}x" if peak and plain and plain["peak_bytes"] \
                 else f"{'-':>8}"

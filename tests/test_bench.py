@@ -67,6 +67,42 @@ def test_saved_bytes_counts_each_storage_once(monkeypatch):
         assert saved_bytes(Contender("probe", "", False, (2, 2)), case) == 2 * NUMEL
 
 
+def test_channels_last_case_gives_the_same_values_in_channels_last():
+    from infodrop import bench_cases
+
+    plain = bench_cases.make_inputs(Case("r", (2, 3, 4, 5)), requires_grad=True)
+    case = Case("r", (2, 3, 4, 5), channels_last=True)
+    assert case.label == "r 2x3x4x5 float32 cpu channels_last"
+    inputs = bench_cases.make_inputs(case, requires_grad=True)
+    for a, b in zip(plain, inputs):
+        assert torch.equal(a, b) and a.requires_grad == b.requires_grad
+    x, logit, grad_z, grad_kl = inputs
+    for t in (x, logit, grad_z):
+        assert t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    assert grad_kl.shape == (2,)
+    with pytest.raises(ValueError, match="channels_last needs a 4-D shape"):
+        Case("r", (2, 3, 4), channels_last=True)
+
+
+def test_step_runs_on_the_inputs_it_is_given(monkeypatch):
+    """gpu_check draws the large inputs once per shape and times every step on them."""
+    from infodrop import bench_cases
+
+    case = Case("r", (2, 3, 4, 5), channels_last=True)
+    inputs = bench_cases.make_inputs(case, requires_grad=True)
+    seen = []
+
+    def fn(x, logit):
+        seen.append((x, logit))
+        return x * logit.sigmoid(), (x * logit).flatten(1).sum(1)
+
+    monkeypatch.setattr(bench_cases, "_function", lambda contender: fn)
+    for pass_ in bench_cases.PASSES:
+        bench_cases.make_step(CONTENDERS["reference"], case, pass_, inputs=inputs, sync=False)()
+    assert len(seen) == 2 and all(x is inputs[0] and logit is inputs[1] for x, logit in seen)
+    assert inputs[0].grad is None  # autograd.grad: nothing accumulates between steps
+
+
 def test_parse_case():
     assert parse_case("allcnn32-a-bf16").shape == (128, 96, 16, 16)
     assert parse_case("allcnn32-a-bf16").dtype == torch.bfloat16

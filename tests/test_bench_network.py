@@ -31,6 +31,50 @@ def test_contenders_build_what_they_say():
     assert isinstance(dropout.layer3[1], torch.nn.Dropout) and dropout.layer3[1].p == 0.5
 
 
+def _convs_channels_last(model):
+    # 1x1 kernels are both layouts at once: the wider ones tell
+    convs = [m.weight for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    return {w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+            for w in convs}
+
+
+def test_channels_last_twins_are_their_contender_in_channels_last():
+    twins = [c for c in bench_network.CONTENDERS if c.endswith("-cl")]
+    assert twins == ["plain-cl", "dropout-cl", "heads-conv-cl", "heads-1x1-cl", "fused-conv-cl",
+                     "fused-1x1-cl"]
+    contiguous = bench_network.build("resnet18", "fused-conv", 32)
+    twin = bench_network.build("resnet18", "fused-conv-cl", 32)
+    assert _convs_channels_last(contiguous) == {False}
+    assert _convs_channels_last(twin) == {True}  # the 3x3 alpha heads among them
+    # the same network, weights and all: only the layout differs
+    for (name, a), (_, b) in zip(contiguous.state_dict().items(), twin.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_build_and_step_take_the_backend_and_autocast():
+    model = bench_network.build("resnet18", "fused-1x1", 32, backend="reference")
+    assert {w.dropout.backend for w in model.modules() if isinstance(w, InfoDropWrapper)} == \
+        {"reference"}
+    assert bench_network.build("resnet18", "reference-conv", 32, backend="cpu").layer2.dropout.backend \
+        == "reference"  # the reference contender stays what it says
+    seen = {}
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Linear):
+            seen["fc"] = output.dtype
+        if isinstance(module, InfoDropWrapper):
+            seen.setdefault("wrapper", []).append(output.is_contiguous(memory_format=torch.channels_last))
+
+    step = bench_network.make_step("resnet18", "fused-1x1-cl", 2, 32, autocast=torch.bfloat16)
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        step()
+    finally:
+        handle.remove()
+    assert seen == {"fc": torch.bfloat16, "wrapper": [True, True, True]}
+
+
 def test_heads_alone_pass_x_through_and_run_the_heads_backward():
     x = torch.rand(2, 3, requires_grad=True)
     logit = torch.randn(2, 3, requires_grad=True)
@@ -54,6 +98,7 @@ def test_bench_network_writes_every_record(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "resnet18, batch 2, 32x32, targets layer2, layer3, layer4" in out
     assert "the step with the 1x1 head is" in out
+    assert "the step with the 1x1 head in channels_last is" in out
 
 
 def test_peak_memory_counts_what_a_step_keeps():
@@ -79,6 +124,18 @@ def test_targets_verdicts():
                         "the step with the 1x1 head is 1.040x plain's": True}
     records[-1] = record("fused-1x1", 108, 6)  # 6 ms of its own, dropout's 5; 1.08x plain
     assert [ok for _, ok in bench_network.targets_met(records)] == [True, False, False]
+
+    # channels_last twins are compared with plain-cl and with the heads in channels_last
+    records += [record("plain-cl", 50), record("dropout-cl", 51, 3), record("heads-1x1-cl", 52),
+                record("fused-1x1-cl", 54, 2)]
+    assert bench_network.ratio_to_plain(records, "resnet18", "fused-1x1-cl") == pytest.approx(1.08)
+    assert bench_network.own_share(records, "resnet18", "fused-1x1-cl") == pytest.approx(3e-3)
+    assert bench_network.own_share(records, "resnet18", "dropout-cl") == pytest.approx(1.5e-3)
+    assert bench_network.targets_met(records)[3:] == [
+        ("resnet18: the fused layer's own time with the 1x1 head in channels_last (2.0 ms) <= "
+         "nn.Dropout's (3.0 ms)", True),
+        ("resnet18: the step with the 1x1 head in channels_last is 1.080x plain's (target <= 1.05x)",
+         False)]
 
 
 def test_layer_time_is_the_layers_own():

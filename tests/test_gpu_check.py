@@ -1,20 +1,214 @@
-"""`make gpu-check` (benchmarks/gpu_check.py) on a machine without a GPU: it says so and exits
-with status 2, rather than reporting checks that did not run."""
+"""`make gpu-check` (benchmarks/gpu_check.py) where there is no GPU: it says so and exits with
+status 2, rather than reporting checks that did not run; its build step works with a Python that
+already has torch and no network (a GPU container); and its timed sections, run here on the CPU
+at tiny sizes with a wall-clock timer in place of do_bench, write what the report promises, so
+that the next GPU session does not spend its minutes on a typo."""
 
+import json
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
+from benchmarks import gpu_check
+from infodrop import bench_cases
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: make gpu-check runs")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: make gpu-check runs")
+@no_gpu
 def test_gpu_check_without_a_gpu_says_so_and_fails(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--out", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--build", "--out",
+                             str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "no CUDA GPU" in result.stderr
-    assert not (tmp_path / "report.md").exists()
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "build.log").exists()
+
+
+@no_gpu
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_gpu_check_with_a_python_that_has_torch_says_no_gpu(tmp_path):
+    """The active Python (PYTHON=, here this interpreter) is used as it is: no venv is made, no
+    pip runs; the recipe's own status is 2 (make reports it as "Error 2")."""
+    env = {**os.environ, "OUT": str(tmp_path)}
+    result = subprocess.run(["make", "--no-print-directory", "gpu-check", f"PYTHON={sys.executable}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    assert "no CUDA GPU" in result.stderr
+    assert "gpu-check] Error 2" in result.stderr
+    # the one command make ran: no venv made, no pip
+    assert result.stdout.splitlines() == [f"{sys.executable} -m benchmarks.gpu_check --build"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@no_gpu
+def test_gpu_session_script_leaves_its_log_in_out(tmp_path):
+    """benchmarks/gpu_session.sh, the one device call: whatever happens, $OUT has its log."""
+    out, wheels = tmp_path / "out", tmp_path / "wheels"
+    out.mkdir(), wheels.mkdir()
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "WHEELS": str(wheels)}
+    subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=ROOT, capture_output=True, text=True,
+                   timeout=300, env=env)
+    log = (out / "session.log").read_text()
+    assert "no CUDA GPU" in log and "gpu-check: exit 2" in log
+    assert f"{sys.executable} -m benchmarks.gpu_check --build" in log
+
+
+def _wall_clock_ms(fn, rep_ms=100):
+    fn()
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+@pytest.fixture
+def cpu_report(tmp_path, monkeypatch):
+    """A report in tmp_path/run, copied to tmp_path/out as $OUT; do_bench (CUDA only) replaced."""
+    monkeypatch.setattr(gpu_check, "do_bench_ms", _wall_clock_ms)
+    (tmp_path / "out").mkdir()
+    monkeypatch.setenv("OUT", str(tmp_path / "out"))
+    return gpu_check.Report(str(tmp_path / "run"))
+
+
+def test_layer_section_times_every_contender_in_both_layouts(cpu_report):
+    clock = gpu_check.Clock(600)
+    gpu_check.layer(cpu_report, clock, [], shapes=(((2, 3, 4, 5), torch.float32),),
+                    contenders=("fused-cuda", "reference", "dropout"), device="cpu")
+    text = "\n".join(cpu_report.lines)
+    for layout in ("", " channels_last"):
+        label = f"resnet50 2x3x4x5 float32 cpu{layout}"
+        assert f"| {label} | copy | x.clone() |" in text
+        for pass_ in bench_cases.PASSES:
+            assert f"| {label} | {pass_} | fused-cuda | - (fused-cuda does not run on cpu)" in text
+            for name in ("reference", "dropout"):
+                assert f"| {label} | {pass_} | {name} | " in text
+    assert "FAILED" not in text
+    records = cpu_report.results["layer"]
+    assert len(records) == 2 * 2 * 2 and all(r["us"] > 0 and r["GB_per_s"] > 0 for r in records)
+    cpu_report.flush()
+    copied = pathlib.Path(os.environ["OUT"]) / "report.md"
+    assert copied.read_text() == "\n".join(cpu_report.lines) + "\n"
+
+
+def test_a_failing_torch_compile_is_recorded_and_not_retried(cpu_report, monkeypatch):
+    real = bench_cases._function
+    calls = []
+
+    def function(contender):
+        if contender.name == "reference-compiled":
+            calls.append(contender)
+            raise RuntimeError("Unsupported: dynamo refused\nsecond line")
+        return real(contender)
+
+    monkeypatch.setattr(bench_cases, "_function", function)
+    gpu_check.layer(cpu_report, gpu_check.Clock(600), [], shapes=(((2, 3, 2, 2), torch.float32),),
+                    contenders=("reference-compiled", "dropout"), device="cpu")
+    text = "\n".join(cpu_report.lines)
+    assert len(calls) == 1
+    assert "| reference-compiled | FAILED: RuntimeError: Unsupported: dynamo refused |" in text
+    assert text.count("- (torch.compile failed above)") == 3  # the other pass and layout
+    assert "torch.compile of the reference failed: `RuntimeError: Unsupported: dynamo refused`" in text
+    assert text.count("| dropout | ") == 4
+
+
+def test_a_spent_budget_skips_and_says_so(cpu_report):
+    gpu_check.layer(cpu_report, gpu_check.Clock(0), [], shapes=(((2, 3, 2, 2), torch.float32),),
+                    device="cpu")
+    gpu_check.network(cpu_report, gpu_check.Clock(0), device="cpu")
+    text = "\n".join(cpu_report.lines)
+    assert "| 2x3x2x2 torch.float32 | | | skipped: the section's budget is spent |" in text
+    assert text.count("skipped: the section's budget is spent") == 1 + 8
+    assert cpu_report.results["layer"] == [] and cpu_report.results["network"] == []
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_network_section_times_and_profiles_the_converted_step(cpu_report):
+    pytest.importorskip("torchvision")
+    gpu_check.network(cpu_report, gpu_check.Clock(600), builder=("resnet18", ("layer3", "layer4")),
+                      contenders=(("plain", None), ("fused-1x1", "cpu")),
+                      profiled=("fused-1x1-cl", "cpu"), batch=2, side=32, device="cpu")
+    text = "\n".join(cpu_report.lines)
+    assert "FAILED" not in text
+    assert [(r["contender"], r["backend"], r["layout"]) for r in cpu_report.results["network"]] == [
+        ("plain", None, "channels_last"), ("fused-1x1", "cpu", "channels_last"),
+        ("plain", None, "NCHW"), ("fused-1x1", "cpu", "NCHW")]
+    assert "| plain |  | channels_last | " in text and "| 1.000x | - |" in text
+    assert "## Top device ops of the converted step (fused-1x1-cl, backend cpu" in text
+    profile = (pathlib.Path(os.environ["OUT"]) / "profile.txt").read_text()
+    assert "Self CPU time total" in profile and "aten::" in profile
+
+
+def test_build_uses_every_cpu_and_keeps_what_is_set(monkeypatch):
+    monkeypatch.delenv("MAX_JOBS", raising=False)
+    assert gpu_check.build_environment()["MAX_JOBS"] == str(len(os.sched_getaffinity(0)))
+    monkeypatch.setenv("MAX_JOBS", "3")
+    assert gpu_check.build_environment()["MAX_JOBS"] == "3"
+    if not torch.cuda.is_available():  # setup.py's default pair of architectures then
+        assert gpu_check.build_environment().get("TORCH_CUDA_ARCH_LIST") == \
+            os.environ.get("TORCH_CUDA_ARCH_LIST")
+
+
+# The build step in a copy of the tracked tree, as on a GPU machine as it comes: the running
+# interpreter (which has torch), no package index.  INFODROP_CUDA=0 keeps the CUDA extension out:
+# nvcc would take many minutes on this machine's cores, and setup.py's CUDA branch is the same
+# command with one more extension.
+
+
+@pytest.fixture(scope="module")
+def built_copy(tmp_path_factory):
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the tracked files are not known")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\0")
+    copy = tmp_path_factory.mktemp("tree") / "infodrop"
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    env = {**os.environ, "INFODROP_CUDA": "0", "PIP_NO_INDEX": "1"}
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--build-only", "--out",
+                             str(copy / "runs")], cwd=copy, capture_output=True, text=True,
+                            timeout=1800, env=env)
+    log = (copy / "runs" / "build.log").read_text() if (copy / "runs" / "build.log").exists() else ""
+    assert result.returncode == 0, result.stdout + result.stderr + log[-3000:]
+    return copy, env
+
+
+_USE_IT = ("import sys, torch, infodrop; from infodrop import _ops; assert _ops.COMPILED, "
+           "_ops.COMPILED_ERROR; x = torch.rand(2, 3, 4); z, kl = infodrop.information_dropout("
+           "x, torch.zeros_like(x), backend='cpu'); assert z.shape == x.shape; print(infodrop.__file__)")
+
+
+@pytest.mark.slow
+def test_build_step_works_with_this_python_and_no_index(built_copy):
+    copy, env = built_copy
+    assert list((copy / "infodrop").glob("_C.*.so")) and not list((copy / "infodrop").glob("_C_cuda*"))
+    report = json.loads((copy / "runs" / "results.json").read_text())
+    assert report["Build in place"]["status"] == "passed"
+    used = subprocess.run([sys.executable, "-c", _USE_IT], cwd=copy, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.strip() == str(copy / "infodrop" / "__init__.py")
+
+
+@pytest.mark.slow
+def test_pip_install_without_build_isolation_or_index(built_copy, tmp_path):
+    """pip install --no-build-isolation --no-index --no-deps: the installed torch is the one
+    built against, nothing is fetched (pip builds the tree in place: the objects of the build
+    above are reused)."""
+    copy, env = built_copy
+    target = tmp_path / "site"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation",
+                             "--no-index", "--no-deps", "--target", str(target), str(copy)],
+                            capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    used = subprocess.run([sys.executable, "-c", _USE_IT], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**env, "PYTHONPATH": str(target)})
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.strip() == str(target / "infodrop" / "__init__.py")
