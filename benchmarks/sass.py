@@ -13,8 +13,9 @@ ragged one), then (3) runs the most Philox multiplies (IMAD.WIDE.U32 / IMAD.HI: 
 on), then (4) has the fewest conditional branches (not the rare paths), then (5) the fewest
 instructions (the log-uniform prior, no mask, no unit mean).  Predicated accesses come before
 the multiplies because a ragged step's 64-bit element addresses are IMAD.WIDE.U32 too: with
-the whole and the ragged step compiled apart (csrc/cuda/kernels.cu), the ragged one had more.  Instructions outside the loop (prologue, per-sample
-reductions) are left out, as they are amortised over a whole sample.
+the whole and the ragged step compiled apart (csrc/cuda/kernels.cu), the ragged one had more.
+Instructions outside the loop (prologue, per-sample reductions) are left out, as they are
+amortised over a whole sample.
 """
 
 import collections

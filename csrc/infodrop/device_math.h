@@ -20,7 +20,7 @@
 
 #include "infodrop/lanes.h"
 
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDACC__)
 namespace infodrop {
 namespace device {
 
@@ -65,9 +65,9 @@ constexpr float kLog2e = 1.44269504088896341f;
 
 // exp(x) = 2^a * e^r with a = fl(x log2 e) and r = x - a ln 2 (one FMA, |r| <= |x| 2^-24), so
 // the rounding of x log2 e, which alone would cost |x| 2^-24 relative (2^-17.6 at |x| = 86),
-// is undone to first order.  Relative error <= 2^-22 (ex2) + |x| 2.8e-9 (kLn2) + 2^-24, i.e.
-// <= 2^-20.9 for |x| <= 88.7; +inf above that and 0 below -87.3 (flushed where IEEE has a
-// subnormal).  The factor (1 + r) is a separate add so that e^x = inf stays inf (inf * r + inf
+// is undone to first order.  Relative error <= 2^-22 (ex2) + |x| 2.8e-9 (kLn2) + 2 x 2^-24
+// (1 + r, the product), i.e. <= 2^-20.6 for |x| <= 88.7; +inf above that and 0 below -87.3
+// (flushed where IEEE has a subnormal).  The factor (1 + r) is a separate add so that e^x = inf stays inf (inf * r + inf
 // would be NaN for r < 0).
 __device__ __forceinline__ float exp(float x) {
   const float a = x * kLog2e;
@@ -75,7 +75,7 @@ __device__ __forceinline__ float exp(float x) {
   return ex2(a) * (1.0f + r);
 }
 
-// The same for |x| <= 86, where 2^a is finite: one FMA for the correction.  <= 2^-21 relative.
+// The same for |x| <= 86, where 2^a is finite: one FMA for the correction.  <= 2^-20.8 relative.
 __device__ __forceinline__ float exp_finite(float x) {
   const float a = x * kLog2e;
   const float r = __fmaf_rn(a, -kLn2, x);
@@ -84,7 +84,7 @@ __device__ __forceinline__ float exp_finite(float x) {
 }
 
 // sigmoid(x) and 1 - sigmoid(x) = e / (1 + e), e = exp(-x), for |x| <= 86: relative errors
-// <= 2^-21 (1 - s) + 2^-24 + 2^-23 <= 2^-20.4 and 2^-20.1 (the product adds 2^-24).
+// (1 - s) d + 2^-24 + 2^-23 <= 2^-20.4 and s d + 2^-22 <= 2^-20.3, d <= 2^-20.8 exp_finite's.
 __device__ __forceinline__ void sigmoid(float x, float& s, float& one_minus_s) {
   const float e = exp_finite(-x);
   s = rcp(1.0f + e);
@@ -93,8 +93,8 @@ __device__ __forceinline__ void sigmoid(float x, float& s, float& one_minus_s) {
 
 // ---- log -------------------------------------------------------------------------------------
 
-// log(x) for positive normal x: 2^-22 ln 2 = 2^-22.5 absolute for x in [0.5, 2], 2 ulp + 2^-24
-// relative elsewhere; inf for inf, NaN for NaN and x < 0, -inf for 0 (and subnormal x).  Not
+// log(x) for positive normal x: 2^-22 ln 2 + 2^-24.5 = 2^-22.2 absolute for x in [0.5, 2],
+// 2 ulp + 2^-24 = 2^-21.7 relative elsewhere; inf for inf, NaN for NaN and x < 0, -inf for 0 (and subnormal x).  Not
 // relative near x = 1: the kernels use it in the KL, where its argument carries a rounding of
 // the same absolute size already (alpha / cap and log x - mu, docs/performance.md), never for
 // Box-Muller's log, which needs a relative bound (minus_two_log_uniform).
@@ -109,7 +109,8 @@ __device__ __forceinline__ float mantissa_from_bits(uint32_t bits) {
 }
 
 // -2 log u for the stream's uniforms u in [2^-24, 1 - 2^-24], relative error <= 2^-20.9.  Where
-// u <= 0.7, |log2 u| >= 0.51 and lg2's 2^-22 absolute is 2^-21.04 relative.  Above, where it
+// u <= 0.7, |log2 u| >= 0.51 and lg2's 2^-22 absolute is 2^-21.04 relative (2^-20.9 with the
+// product's rounding).  Above, where it
 // would not be (log u -> 0 as u -> 1, and the radius sqrt(-2 log u) with it), -2 log u =
 // 2 v P(v) with v = 1 - u, which is exact in this stream: P(v) ~ -log(1 - v) / v, degree 5,
 // fitted on [0, 0.3] for relative error (2^-22.8 fit, 2^-21.9 evaluated in float32; exhaustive
@@ -125,13 +126,13 @@ __device__ __forceinline__ float minus_two_log_uniform(float u) {
   return v > 0.3f ? lg2(u) * (-2.0f * kLn2) : v * p;
 }
 
-// sqrt of x in [2^-24, 34] (the radius): x rsqrt(x), relative error <= 2^-22 + 2^-24.
+// sqrt of x in [2^-24, 34] (the radius): x rsqrt(x), relative error <= 2^-22 + 2^-24 = 2^-21.7.
 __device__ __forceinline__ float sqrt_of_normal(float x) { return x * rsqrt(x); }
 
 // sin(2 pi u) and cos(2 pi u) for u = m - (1 - 2^-24), m = mantissa_from_bits(bits): the angle
 // 2 pi (u - 1/2) = 2 pi ((m - 1.5) + 2^-24) is in [-pi, pi] (m - 1.5 exact), where sin.approx
 // and cos.approx have their bounds, and shifting by pi flips both signs.  Absolute error <=
-// 2^-21.19 + 2 pi 2^-25 (the angle's rounding) + 2 pi 2^-25 (2 pi's) = 2^-20.27.
+// 2^-21.19 + 2^-23 (the angle's rounding, |angle| < 4) + 0.5 x 1.75e-7 (2 pi's) = 2^-20.6.
 __device__ __forceinline__ void sincos_2pi_from_mantissa(float m, float& sin_out, float& cos_out) {
   constexpr float kTwoPi = 6.28318530717958647692f;
   const float angle = __fmaf_rn(m - 1.5f, kTwoPi, kTwoPi * 5.9604644775390625e-8f);
@@ -140,7 +141,7 @@ __device__ __forceinline__ void sincos_2pi_from_mantissa(float m, float& sin_out
 }
 
 // Box-Muller on one pair of Philox words, as elementwise.h's box_muller: eps = sqrt(-2 log u1)
-// times cos and sin of 2 pi u2.  Absolute error <= |eps| 2^-20 + sqrt(-2 log u1) 2^-20.27.
+// times cos and sin of 2 pi u2.  Absolute error <= |eps| 2^-20.7 + sqrt(-2 log u1) 2^-20.6.
 __device__ __forceinline__ void box_muller(uint32_t a, uint32_t b, float& eps_even,
                                            float& eps_odd) {
   const float u = mantissa_from_bits(a) - 0.99999994039535522f;  // exact, 1 - 2^-24
