@@ -274,6 +274,12 @@ def cycles_per_sm(counts: dict, capability: int) -> float:
                (counts["mufu"] + counts["conv"]) / p["xu"], counts["fp64"] / p["fp64"])
 
 
+def mufu_cycles_per_sm(counts: dict, capability: int) -> float:
+    """SM clocks per thread-instruction stream of `counts` on the special-function unit alone
+    (MUFU and conversions share it): the MUFU floor, which cycles_per_sm includes."""
+    return (counts["mufu"] + counts["conv"]) / PIPES[capability]["xu"]
+
+
 def occupancy(registers: int, threads: int, shared: int, capability: int) -> float:
     """Theoretical occupancy: resident warps / maximum warps per SM."""
     limit = SM_LIMITS[capability]
