@@ -6,8 +6,11 @@ Reads the SASS of infodrop/_C_cuda*.so (the CUDA kernels, as built) and of the T
 compiled ahead of time (infodrop.triton.aot), no GPU needed, and prints per kernel and dtype:
 registers, spills (local memory), shared memory, theoretical occupancy, and the instructions
 per element of the main path (log-uniform prior, noise on, whole steps; infodrop/sass.py says
-how the path is found) by class, with the issue floor (the busiest pipe) in ps per element on
+how the path is found) by class, with the issue floor (the busiest pipe or issue) and the MUFU
+floor (special-function unit and conversions alone, 16 per SM and clock) in ps per element on
 an H100 SXM (132 SMs, 1.98 GHz) or A100 (108 SMs, 1.41 GHz) next to the memory floor.
+--predict adds the predicted times of the CUDA kernels at ResNet-50's shapes on an H200
+(PREDICT below says how).
 """
 
 import argparse
@@ -40,11 +43,13 @@ def _row(backend, kernel, dtype, registers, local, shared, threads, counts, elem
     per_element = {c: counts[c] / elements for c in sass.CLASSES}
     sms, clock, bandwidth = GPUS[capability]
     issue_ps = sass.cycles_per_sm(per_element, capability) / (sms * clock) * 1e12
+    mufu_ps = sass.mufu_cycles_per_sm(per_element, capability) / (sms * clock) * 1e12
     memory_ps = TENSORS[kernel] * element_bytes / bandwidth * 1e12
+    bound = "memory" if memory_ps >= issue_ps else "MUFU" if mufu_ps >= issue_ps else "issue"
     return dict(backend=backend, kernel=kernel, dtype=dtype, registers=registers, spill_bytes=local,
                 shared=shared, occupancy=sass.occupancy(registers, threads, shared, capability),
                 per_element=per_element, total=sum(per_element.values()), issue_ps=issue_ps,
-                memory_ps=memory_ps, bound="issue" if issue_ps > memory_ps else "memory")
+                mufu_ps=mufu_ps, memory_ps=memory_ps, bound=bound)
 
 
 def cuda_rows(library, capability):
@@ -100,8 +105,8 @@ def triton_rows(capability):
 
 def table(rows, capability):
     head = ("| backend | kernel | dtype | regs | spill B | smem B | occupancy | instr/elem | "
-            "FP32 | ALU | IMAD | MUFU | conv | FP64 | mem | other | issue floor | memory floor "
-            "| bound |")
+            "FP32 | ALU | IMAD | MUFU | conv | FP64 | mem | other | issue floor | MUFU floor "
+            "| memory floor | bound |")
     lines = [f"sm_{capability}; per element, main path; floors in ps per element", "", head,
              "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -110,7 +115,44 @@ def table(rows, capability):
             f"| {r['backend']} | {r['kernel']} | {r['dtype']} | {r['registers']} | "
             f"{r['spill_bytes']} | {r['shared']} | {r['occupancy']:.0%} | {r['total']:.1f} | "
             + " | ".join(f"{e[c]:.1f}" for c in sass.CLASSES)
-            + f" | {r['issue_ps']:.2f} | {r['memory_ps']:.2f} | {r['bound']} |")
+            + f" | {r['issue_ps']:.2f} | {r['mufu_ps']:.2f} | {r['memory_ps']:.2f} | {r['bound']} |")
+    return "\n".join(lines)
+
+
+# How --predict turns the sm_90 floors into times on an H200 (132 SMs at 1.98 GHz, as the
+# H100 rows assume), calibrated on the first H200 measurements (the session's
+# shared/docs/gpu-measurements-h200.md, 2026-12-04; docs/performance.md quotes them):
+# - memory: the copy bandwidth measured there, 3.9 TB/s, at the 85% of it that F.dropout
+#   reached (73-91%);
+# - issue: the kernels reached 0.69 of their counted issue floor there (bf16 forward at
+#   128x512x28x28: floor 198 us, measured 290 us; fp32: 206 us, 293 us), the "1.5x optimistic"
+#   of the first prediction, which took the floor as the time;
+# - plus 3 us per kernel call (its tail and the small kernel that sums the per-block partials).
+PREDICT = dict(bandwidth=3.9e12, memory_efficiency=0.85, issue_efficiency=0.69, tail_us=3.0)
+# ResNet-50's layers at batch 128 (layer1-4 outputs' shapes): the measured ones of the H200 doc
+RESNET_SHAPES = [((128, 256, 56, 56), "bfloat16"), ((128, 512, 28, 28), "bfloat16"),
+                 ((128, 1024, 14, 14), "bfloat16"), ((128, 512, 28, 28), "float32")]
+
+
+def predicted_us(row, numel):
+    """The predicted time of one call of the kernel of `row` on `numel` elements (PREDICT)."""
+    memory = row["memory_ps"] * 3.0e12 / PREDICT["bandwidth"] / PREDICT["memory_efficiency"]
+    compute = row["issue_ps"] / PREDICT["issue_efficiency"]
+    return max(memory, compute) * numel * 1e-6 + PREDICT["tail_us"]
+
+
+def predictions(rows):
+    cuda = {(r["kernel"], r["dtype"]): r for r in rows if r["backend"] == "cuda"}
+    lines = ["CUDA kernels predicted on an H200 (PREDICT), us per call", "",
+             "| shape | dtype | forward | backward | forward + backward |", "|---|---|---|---|---|"]
+    for shape, dtype in RESNET_SHAPES:
+        numel = 1
+        for n in shape:
+            numel *= n
+        fwd = predicted_us(cuda[("forward", dtype)], numel)
+        bwd = predicted_us(cuda[("backward", dtype)], numel)
+        lines.append(f"| {'x'.join(map(str, shape))} | {dtype} | {fwd:.0f} | {bwd:.0f} | "
+                     f"{fwd + bwd:.0f} |")
     return "\n".join(lines)
 
 
@@ -118,6 +160,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, default=90, choices=sorted(GPUS))
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--predict", action="store_true",
+                        help="also print the CUDA kernels' predicted times at ResNet-50's shapes")
+    parser.add_argument("--cuda-only", action="store_true", help="leave the Triton rows out")
     args = parser.parse_args(argv)
     rows = []
     library = cuda_library()
@@ -125,8 +170,12 @@ def main(argv=None):
         print("infodrop/_C_cuda*.so not built: CUDA rows left out", file=sys.stderr)
     else:
         rows += cuda_rows(library, args.arch)
-    rows += triton_rows(args.arch)
+    if not args.cuda_only:
+        rows += triton_rows(args.arch)
     print(table(rows, args.arch))
+    if args.predict and library is not None:
+        print()
+        print(predictions(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -7,12 +7,15 @@ tests/test_gpu_code.py.
 The main path, counted statically: the innermost loop that stores to global memory (the CUDA
 kernels' step loop; a Triton program stores outside any loop, so its whole body), and through
 it the path that (1) touches local memory and calls subroutines least (not the slow paths of
-libdevice's sin and cos for huge arguments, or of IEEE division and square root), then (2)
-runs the most Philox multiplies (IMAD.WIDE.U32 / IMAD.HI: the noise is on), then (3) has the
-fewest conditional branches and predicated memory accesses (a whole step, not the
-per-element bounds checks of a ragged one), then (4) the fewest instructions (the log-uniform
-prior, no mask, no unit mean).  Instructions outside the loop (prologue, per-sample
-reductions) are left out, as they are amortised over a whole sample.
+libdevice's sin and cos for huge arguments, or of IEEE division and square root), then (2) has
+the fewest predicated memory accesses (a whole step, not the per-element bounds checks of a
+ragged one), then (3) runs the most Philox multiplies (IMAD.WIDE.U32 / IMAD.HI: the noise is
+on), then (4) has the fewest conditional branches (not the rare paths), then (5) the fewest
+instructions (the log-uniform prior, no mask, no unit mean).  Predicated accesses come before
+the multiplies because a ragged step's 64-bit element addresses are IMAD.WIDE.U32 too: with
+the whole and the ragged step compiled apart (csrc/cuda/kernels.cu), the ragged one had more.
+Instructions outside the loop (prologue, per-sample reductions) are left out, as they are
+amortised over a whole sample.
 """
 
 import collections
@@ -213,7 +216,7 @@ def main_path(instructions, labels) -> PathCount:
 
     def block_counts(b):
         counts = dict.fromkeys(CLASSES, 0)
-        philox = local = checks = 0
+        philox = local = ragged = branches = 0
         counts["opcodes"] = collections.Counter(ins.opcode for ins in instructions[slice(*ranges[b])])
         for ins in instructions[slice(*ranges[b])]:
             cls = classify(ins.opcode)
@@ -222,8 +225,9 @@ def main_path(instructions, labels) -> PathCount:
             # the rare paths: local memory, subroutine calls (IEEE division's and sqrt's
             # slow paths, whose few call-site instructions would otherwise look cheap)
             local += ins.opcode.startswith(("LDL", "STL", "CALL"))
-            checks += ins.predicated and (cls == "mem" or ins.opcode.startswith("BRA"))
-        return counts, (local, -philox, checks, sum(counts[c] for c in CLASSES))
+            ragged += ins.predicated and cls == "mem"
+            branches += ins.predicated and ins.opcode.startswith("BRA")
+        return counts, (local, ragged, -philox, branches, sum(counts[c] for c in CLASSES))
 
     # Lexicographic shortest path on the DAG (blocks in address order, back edges dropped).
     best = {entry: block_counts(entry)}
@@ -268,6 +272,12 @@ def cycles_per_sm(counts: dict, capability: int) -> float:
     return max(sum(counts.values()) / p["issue"], fma / max(p["fp32"], p["imad"]),
                counts["imad"] / p["imad"], counts["alu"] / p["alu"],
                (counts["mufu"] + counts["conv"]) / p["xu"], counts["fp64"] / p["fp64"])
+
+
+def mufu_cycles_per_sm(counts: dict, capability: int) -> float:
+    """SM clocks per thread-instruction stream of `counts` on the special-function unit alone
+    (MUFU and conversions share it): the MUFU floor, which cycles_per_sm includes."""
+    return (counts["mufu"] + counts["conv"]) / PIPES[capability]["xu"]
 
 
 def occupancy(registers: int, threads: int, shared: int, capability: int) -> float:

@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-from benchmarks import sass
+from benchmarks import gpu_code_stats, sass
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LIBRARIES = sorted(glob.glob(str(ROOT / "infodrop" / "_C_cuda*.so")))
@@ -82,3 +82,41 @@ def test_main_path_skips_slow_paths_and_ragged_steps_and_keeps_the_noise():
     assert path.opcodes["STG.E.128"] == 1
     assert "CALL.REL.NOINC" not in path.opcodes and "STG.E" not in path.opcodes
     assert "S2R" not in path.opcodes and "EXIT" not in path.opcodes  # outside the loop
+
+
+# Issue 19's targets, instructions per element of the main path counted on sm_90.  The forward
+# misses: what is left is in docs/performance.md ("The instruction diet").
+TARGETS = {"forward": 50, "backward": 75}
+FORWARD_MISSED = {"float32": 58.2, "float16": 52.1, "bfloat16": 53.1}
+
+
+def _target_cases():
+    for kernel in TARGETS:
+        for dtype in ("float32", "float16", "bfloat16"):
+            marks = ()
+            if kernel == "forward":
+                marks = pytest.mark.xfail(strict=True, reason=(
+                    f"counted {FORWARD_MISSED[dtype]} per element, target {TARGETS[kernel]}"))
+            yield pytest.param(kernel, dtype, marks=marks, id=f"{kernel}-{dtype}")
+
+
+@needs_library
+@pytest.mark.parametrize("kernel,dtype", list(_target_cases()))
+def test_cuda_kernels_meet_the_instruction_targets_on_sm_90(cubins, kernel, dtype):
+    tag, _, elements = gpu_code_stats.DTYPES[dtype]
+    (instructions, labels), = [code for name, code in sass.disassemble(cubins["sm_90"]).items()
+                               if f"{kernel}_kernel{tag}" in name]
+    path = sass.main_path(instructions, labels)
+    assert path.opcodes["STG.E.128"] >= 1  # the whole step with noise, not a ragged one
+    assert path.total / elements <= TARGETS[kernel]
+
+
+def test_mufu_floor_is_the_special_function_unit_alone():
+    counts = dict.fromkeys(sass.CLASSES, 0.0)
+    counts.update(fp32=20.0, alu=20.0, mufu=6.0, conv=0.5)
+    # 46.5 instructions issue in 46.5 / 128 clocks; 6.5 on the 16-wide unit take 6.5 / 16
+    assert sass.mufu_cycles_per_sm(counts, 90) == pytest.approx(6.5 / 16)
+    assert sass.cycles_per_sm(counts, 90) == pytest.approx(6.5 / 16)
+    counts["fp32"] = 60.0
+    assert sass.cycles_per_sm(counts, 90) == pytest.approx(86.5 / 128)
+    assert sass.mufu_cycles_per_sm(counts, 90) == pytest.approx(6.5 / 16)

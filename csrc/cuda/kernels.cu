@@ -60,6 +60,21 @@ __device__ __forceinline__ void with_noise_flag_known(const Params<S>& p, F&& f)
   }
 }
 
+// f(whole) with whole a constant the compiler sees: the step is compiled once as one vector
+// access per tensor and once element by element, so that the whole steps (nearly all) take no
+// branch per load and store (their reconvergence cost 3-4 instructions per tensor and step).
+// (Not for double: its forward then spilled 8 bytes.)
+template <class T, class F>
+__device__ __forceinline__ void with_whole_known(bool whole, F&& f) {
+  if (sizeof(T) == 8) {
+    f(whole);
+  } else if (whole) {
+    f(true);
+  } else {
+    f(false);
+  }
+}
+
 // Elements i0 .. i0 + V - 1 of p, converted to S: one vector load (16 bytes; 32 for double)
 // for a whole step, else element by element within the sample.
 template <int V, class T, class S>
@@ -130,21 +145,17 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks<T>)
     S kl_sum = 0;
     for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x, [&](int64_t step) {
       with_noise_flag_known(p, [&](const Params<S>& p) {
-      const bool whole = sample.whole(step, aligned);
+      with_whole_known<T>(sample.whole(step, aligned), [&](const bool whole) {
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);
       S xv[V], lv[V], zv[V], klv[V];
       load_step(x, i0, whole, sample, xv);
       load_step(logit, i0, whole, sample, lv);
-#pragma unroll
-      for (int k = 0; k < V; ++k) {
-        const ForwardOut<S> out = forward_element(xv[k], lv[k], static_cast<S>(eps[k]), p);
-        zv[k] = out.z;
-        klv[k] = out.kl;
-      }
+      forward_step(xv, lv, eps, p, zv, klv);
       store_step(z, i0, whole, sample, zv);
       add_step(kl_sum, klv, i0, whole, sample);
+      });
       });
     });
     const S block_sum = Reduce(reduce_storage).Sum(kl_sum);
@@ -171,7 +182,7 @@ __global__ void __launch_bounds__(kThreads)
     S dmu_sum = 0, dsigma_sum = 0;
     for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x, [&](int64_t step) {
       with_noise_flag_known(p, [&](const Params<S>& p) {
-      const bool whole = sample.whole(step, aligned);
+      with_whole_known<T>(sample.whole(step, aligned), [&](const bool whole) {
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);
@@ -179,19 +190,12 @@ __global__ void __launch_bounds__(kThreads)
       load_step(grad_z, i0, whole, sample, gzv);
       load_step(x, i0, whole, sample, xv);
       load_step(logit, i0, whole, sample, lv);
-#pragma unroll
-      for (int k = 0; k < V; ++k) {
-        const BackwardOut<S> out =
-            backward_element(gzv[k], weight, xv[k], lv[k], static_cast<S>(eps[k]), p);
-        gxv[k] = out.grad_x;
-        glv[k] = out.grad_logit;
-        dmuv[k] = out.dmu;
-        dsigmav[k] = out.dsigma;
-      }
+      backward_step(gzv, weight, xv, lv, eps, p, gxv, glv, dmuv, dsigmav);
       store_step(grad_x, i0, whole, sample, gxv);
       store_step(grad_logit, i0, whole, sample, glv);
       add_step(dmu_sum, dmuv, i0, whole, sample);
       add_step(dsigma_sum, dsigmav, i0, whole, sample);
+      });
       });
     });
     if (prior_partials != nullptr) {

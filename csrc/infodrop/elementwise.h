@@ -7,6 +7,7 @@
 
 #include <type_traits>
 
+#include "infodrop/device_math.h"
 #include "infodrop/fastmath.h"
 #include "infodrop/philox.h"
 
@@ -58,6 +59,10 @@ INFODROP_HD auto uniform_from_bits(U r) {
 // Box-Muller on one pair of Philox words: eps for the even lane (cos) and the odd lane (sin).
 template <class U, class F>
 INFODROP_HD void box_muller(U a, U b, F& eps_even, F& eps_odd) {
+#if defined(__CUDA_ARCH__)
+  // the same values within docs/spec.md's 2^-20 on the special-function unit (device_math.h)
+  if constexpr (std::is_same<F, float>::value) return device::box_muller(a, b, eps_even, eps_odd);
+#endif
   const F rad = sqrt_(F(-2.0f) * log_of_normal(uniform_from_bits(a)));
   F sin_t, cos_t;
   fast_sincos_2pi(uniform_from_bits(b), sin_t, cos_t);
@@ -135,6 +140,64 @@ struct InRangeMath {
   }
 };
 
+#if defined(__CUDA_ARCH__)
+// The CUDA kernels' version for float: device_math.h's special-function-unit approximations, right
+// where device_in_range says (their ends, subnormals flushed to zero, are not IEEE's).
+struct DeviceMath {
+  __device__ void sigmoid(float x, float& s, float& one_minus_s) {
+    device::sigmoid(x, s, one_minus_s);
+  }
+  __device__ float exp(float x) { return device::exp(x); }
+  __device__ float log(float x) { return device::log(x); }
+  __device__ float inverse(float alpha) { return device::rcp(alpha); }
+};
+
+// Where DeviceMath gives the IEEE path's values within the error bound: |logit| <= 80, so that
+// the sigmoid's exp is finite and s >= 1.8e-35, which keeps alpha (1 / alpha, log alpha) a normal
+// float for any alpha_min > 0 or max_alpha >= 7e-4.  NaN logits pass (NaN propagates alike).
+__device__ __forceinline__ bool device_in_range(float logit) { return !(fabsf(logit) > 80.0f); }
+// f(q) with q = p and q's prior, mask_inactive and unit_mean constants the compiler sees: the
+// device step is compiled once per combination, each free of the per-element selects and
+// predicated instructions of the options it does not have (2-3 instructions per element).
+template <class F>
+__device__ __forceinline__ void with_options_known(const Params<float>& p, F&& f) {
+  Params<float> q = p;
+  const auto unit_mean_known = [&] {
+    if (p.unit_mean) {
+      q.unit_mean = true;
+      f(q);
+    } else {
+      q.unit_mean = false;
+      f(q);
+    }
+  };
+  const auto mask_known = [&] {
+    if (p.mask_inactive) {
+      q.mask_inactive = true;
+      unit_mean_known();
+    } else {
+      q.mask_inactive = false;
+      unit_mean_known();
+    }
+  };
+  if (p.prior == Prior::LogUniform) {
+    q.prior = Prior::LogUniform;
+    mask_known();
+  } else {
+    q.prior = Prior::LogNormal;
+    mask_known();
+  }
+}
+
+template <int V>
+__device__ __forceinline__ bool device_in_range(const float (&logit)[V]) {
+  float most = fabsf(logit[0]);
+  INFODROP_UNROLL
+  for (int k = 1; k < V; ++k) most = fmaxf(most, fabsf(logit[k]));  // fmaxf drops NaN
+  return device_in_range(most);
+}
+#endif
+
 // Whether InRangeMath exists for the compute type: float lanes, not double.
 template <class E>
 constexpr bool kHasInRangeMath = !std::is_same<E, double>::value;
@@ -180,6 +243,14 @@ INFODROP_HD ForwardOut<E> forward_element_with(Math& math, E x, E logit, E eps,
 
 template <class E, class S>
 INFODROP_HD ForwardOut<E> forward_element(E x, E logit, E eps, const Params<S>& p) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) {
+    if (device_in_range(logit)) {
+      DeviceMath device;
+      return forward_element_with(device, x, logit, eps, p);
+    }
+  }
+#endif
   if constexpr (kHasInRangeMath<E>) {
     InRangeMath<E> fast;
     const ForwardOut<E> out = forward_element_with(fast, x, logit, eps, p);
@@ -240,6 +311,14 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
 template <class E, class S>
 INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E eps,
                                             const Params<S>& p) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) {
+    if (device_in_range(logit)) {
+      DeviceMath device;
+      return backward_element_with(device, grad_z, grad_kl, x, logit, eps, p);
+    }
+  }
+#endif
   if constexpr (kHasInRangeMath<E>) {
     InRangeMath<E> fast;
     const BackwardOut<E> out = backward_element_with(fast, grad_z, grad_kl, x, logit, eps, p);
@@ -247,6 +326,73 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
   }
   IeeeMath<E> ieee;
   return backward_element_with(ieee, grad_z, grad_kl, x, logit, eps, p);
+}
+
+// ---- the elements of a CUDA thread's step --------------------------------------------------
+
+// forward_element of V elements (a step's vector access).  On the device, one range test for the
+// whole step: DeviceMath for all V where every logit is in range, else element by element (one
+// branch per step, not one per element, on the path nearly every step takes).
+template <int V, class S>
+INFODROP_HD void forward_step(const S (&x)[V], const S (&logit)[V], const float (&eps)[V],
+                              const Params<S>& p, S (&z)[V], S (&kl)[V]) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<S, float>::value) {
+    if (device_in_range(logit)) {
+      with_options_known(p, [&](const Params<float>& q) {
+        DeviceMath device;
+        INFODROP_UNROLL
+        for (int k = 0; k < V; ++k) {
+          const ForwardOut<S> out = forward_element_with(device, x[k], logit[k], eps[k], q);
+          z[k] = out.z;
+          kl[k] = out.kl;
+        }
+      });
+      return;
+    }
+  }
+#endif
+  INFODROP_UNROLL
+  for (int k = 0; k < V; ++k) {
+    const ForwardOut<S> out = forward_element(x[k], logit[k], static_cast<S>(eps[k]), p);
+    z[k] = out.z;
+    kl[k] = out.kl;
+  }
+}
+
+// backward_element of V elements, the same way.
+template <int V, class S>
+INFODROP_HD void backward_step(const S (&grad_z)[V], S grad_kl, const S (&x)[V],
+                               const S (&logit)[V], const float (&eps)[V], const Params<S>& p,
+                               S (&grad_x)[V], S (&grad_logit)[V], S (&dmu)[V], S (&dsigma)[V]) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<S, float>::value) {
+    if (device_in_range(logit)) {
+      with_options_known(p, [&](const Params<float>& q) {
+        DeviceMath device;
+        INFODROP_UNROLL
+        for (int k = 0; k < V; ++k) {
+          const BackwardOut<S> out =
+              backward_element_with(device, grad_z[k], grad_kl, x[k], logit[k], eps[k], q);
+          grad_x[k] = out.grad_x;
+          grad_logit[k] = out.grad_logit;
+          dmu[k] = out.dmu;
+          dsigma[k] = out.dsigma;
+        }
+      });
+      return;
+    }
+  }
+#endif
+  INFODROP_UNROLL
+  for (int k = 0; k < V; ++k) {
+    const BackwardOut<S> out =
+        backward_element(grad_z[k], grad_kl, x[k], logit[k], static_cast<S>(eps[k]), p);
+    grad_x[k] = out.grad_x;
+    grad_logit[k] = out.grad_logit;
+    dmu[k] = out.dmu;
+    dsigma[k] = out.dsigma;
+  }
 }
 
 }  // namespace infodrop
