@@ -7,12 +7,15 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "glue/op_glue.h"
+#include "cpu/chunk_arrays.h"
 #include "cpu/segments.h"
 
 namespace infodrop {
@@ -66,44 +69,93 @@ const Segments& segments() {
   return chosen;
 }
 
-// Samples are cut into chunks of at most kChunk elements: the unit of parallel work and of the
-// KL reduction.  Partial sums are added in a fixed order, so results do not depend on the
-// number of threads.
+// Samples are cut into chunks of at most kChunk elements: the unit of the KL reduction, whose
+// partial sums are added in a fixed order, so results do not depend on the number of threads.
+// A task (the unit of parallel work) is one chunk, or for channels-last arrays a few
+// consecutive chunks gathered together (chunk_arrays.h), so that each gathered rectangle spans
+// at least kGatherChannels channels where the buffers allow: a narrower one transposes element
+// by element.
 constexpr int64_t kChunk = 16384;
 constexpr int64_t kMinElementsPerTask = 32768;
+constexpr int64_t kGatherChannels = 16;
+constexpr int64_t kMaxChunksPerTask = 4;  // 64K elements per buffer: five fit in L2 as float
 
 struct Work {
-  int64_t samples, per_sample, chunks_per_sample;
-  int64_t tasks() const { return samples * chunks_per_sample; }
-  int64_t grain() const {
-    const int64_t per_task = std::min(per_sample, kChunk);
-    return std::max<int64_t>(1, kMinElementsPerTask / std::max<int64_t>(1, per_task));
+  int64_t samples, per_sample, chunks_per_sample, chunks_per_task;
+  int64_t tasks_per_sample() const {
+    return (chunks_per_sample + chunks_per_task - 1) / chunks_per_task;
   }
-  // The contiguous elements [start, start + n) of task t, which belong to sample t / chunks.
-  void task(int64_t t, int64_t& sample, int64_t& start, int64_t& n) const {
-    sample = t / chunks_per_sample;
-    const int64_t within = (t % chunks_per_sample) * kChunk;
-    start = sample * per_sample + within;
-    n = std::min(kChunk, per_sample - within);
+  int64_t tasks() const { return samples * tasks_per_sample(); }
+  int64_t chunks() const { return samples * chunks_per_sample; }
+  int64_t grain() const {
+    const int64_t per_task = std::min(per_sample, kChunk * chunks_per_task);
+    return std::max<int64_t>(1, kMinElementsPerTask / std::max<int64_t>(1, per_task));
   }
 };
 
-// Runs f(task, sample, start, n) for every task, in parallel.
-template <class F>
-void for_each_task(const Work& work, const F& f) {
-  at::parallel_for(0, work.tasks(), work.grain(), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      int64_t sample, start, n;
-      work.task(t, sample, start, n);
-      f(t, sample, start, n);
-    }
-  });
+// One array a kernel reads or writes: its data and the layout of its samples.
+template <class T>
+struct Walked {
+  T* data;
+  SampleLayout layout;
+  bool output;
+};
+
+template <class T>
+Walked<T> walked(const Tensor& t, const SampleLayout& layout, bool output) {
+  return {reinterpret_cast<T*>(t.data_ptr()), layout, output};
 }
 
-Work plan(const Tensor& x) {
+Work plan(const Tensor& x, std::initializer_list<SampleLayout> layouts) {
   const int64_t samples = x.size(0);
   const int64_t per_sample = samples == 0 ? 0 : x.numel() / samples;
-  return {samples, per_sample, (per_sample + kChunk - 1) / kChunk};
+  const int64_t chunks = (per_sample + kChunk - 1) / kChunk;
+  int64_t per_task = 1;
+  for (const SampleLayout& l : layouts)
+    if (l.channels_last)
+      per_task = std::max(per_task, (kGatherChannels * l.positions + kChunk - 1) / kChunk);
+  return {samples, per_sample, chunks, std::clamp<int64_t>(per_task, 1, kMaxChunksPerTask)};
+}
+
+// Runs f(chunk, index0, n, pointers) for every chunk, in parallel: chunk numbers the partial
+// sums (sample * chunks_per_sample + chunk within the sample), index0 is the chunk's first
+// logical index, and pointers[i] the chunk's n elements of array i in logical order: in the
+// array itself where its samples are channels-first, else in a buffer gathered before f
+// (inputs) and scattered after it (outputs).
+template <class T, size_t N, class F>
+void for_each_chunk(const Work& work, const std::array<Walked<T>, N>& arrays, const F& f) {
+  const bool gathers = std::any_of(arrays.begin(), arrays.end(),
+                                   [](const Walked<T>& a) { return a.layout.channels_last; });
+  const int64_t per_task = work.chunks_per_task;
+  at::parallel_for(0, work.tasks(), work.grain(), [&](int64_t begin, int64_t end) {
+    std::vector<T> buffers(gathers ? N * per_task * kChunk : 0);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t sample = t / work.tasks_per_sample();
+      const int64_t first = (t % work.tasks_per_sample()) * per_task;
+      const int64_t last = std::min(first + per_task, work.chunks_per_sample);
+      const int64_t j0 = first * kChunk, n = std::min(last * kChunk, work.per_sample) - j0;
+      std::array<T*, N> base;
+      for (size_t i = 0; i < N; ++i) {
+        T* data = arrays[i].data + sample * work.per_sample;
+        if (!arrays[i].layout.channels_last) {
+          base[i] = data + j0;
+        } else {
+          base[i] = buffers.data() + i * per_task * kChunk;
+          if (!arrays[i].output) gather(data, arrays[i].layout, j0, n, base[i]);
+        }
+      }
+      for (int64_t c = first; c < last; ++c) {
+        const int64_t within = (c - first) * kChunk;
+        std::array<T*, N> pointers;
+        for (size_t i = 0; i < N; ++i) pointers[i] = base[i] + within;
+        f(sample * work.chunks_per_sample + c, sample * work.per_sample + c * kChunk,
+          std::min(kChunk, work.per_sample - c * kChunk), pointers);
+      }
+      for (size_t i = 0; i < N; ++i)
+        if (arrays[i].layout.channels_last && arrays[i].output)
+          scatter(base[i], arrays[i].layout, j0, n, arrays[i].data + sample * work.per_sample);
+    }
+  });
 }
 
 template <class S>
@@ -129,9 +181,12 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logi
                                       alpha_min, mask_inactive, unit_mean, apply_noise);
   for (const auto& [t, name] : {std::pair{&x, "x"}, {&seed, "seed"}, {&mu, "mu"}, {&sigma, "sigma"}})
     check_cpu(*t, name);
-  ForwardIO io = forward_io(x, alpha_logit, ChannelsLast::Copied);
+  // Each array is walked in its own layout (x channels-last and alpha_logit contiguous, say):
+  // only a layout the kernels cannot walk is copied.
+  const WalkedX wx = walked_x(x, ChannelsLast::InPlace), wl = walked_x(alpha_logit, ChannelsLast::InPlace);
+  KernelOutput z(x, wx.x);
   Tensor kl = at::empty({x.size(0)}, x.options().dtype(kl_dtype(x.scalar_type())));
-  const Work work = plan(x);
+  const Work work = plan(x, {wx.layout, wl.layout});
   const StreamKey key(static_cast<uint64_t>(cpu_scalar<int64_t>(seed)), static_cast<uint64_t>(offset));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "infodrop_forward", [&] {
@@ -139,12 +194,12 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logi
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const auto segment = segments().of<T>().forward;
     const Params<S> p = make_params<S>(o, mu, sigma);
-    const T* xp = reinterpret_cast<const T*>(io.x.data_ptr<scalar_t>());
-    const T* lp = reinterpret_cast<const T*>(io.logit.data_ptr<scalar_t>());
-    T* zp = reinterpret_cast<T*>(io.z.work.data_ptr<scalar_t>());
-    std::vector<S> partial(work.tasks());
-    for_each_task(work, [&](int64_t t, int64_t, int64_t start, int64_t n) {
-      segment(xp + start, lp + start, zp + start, n, static_cast<uint64_t>(start), key, p, &partial[t]);
+    const std::array<Walked<T>, 3> arrays{walked<T>(wx.x, wx.layout, false),
+                                          walked<T>(wl.x, wl.layout, false),
+                                          walked<T>(z.work, wx.layout, true)};
+    std::vector<S> partial(work.chunks());
+    for_each_chunk(work, arrays, [&](int64_t chunk, int64_t start, int64_t n, const auto& a) {
+      segment(a[0], a[1], a[2], n, static_cast<uint64_t>(start), key, p, &partial[chunk]);
     });
     S* klp = kl.data_ptr<S>();
     for (int64_t b = 0; b < work.samples; ++b) {
@@ -153,7 +208,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logi
       klp[b] = total;
     }
   });
-  return {io.z.finish(), kl};
+  return {z.finish(), kl};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
@@ -167,8 +222,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
   for (const auto& [t, name] : {std::pair{&x, "x"}, {&seed, "seed"}, {&mu, "mu"}, {&sigma, "sigma"},
                                 {&grad_z, "grad_z"}, {&grad_kl, "grad_kl"}})
     check_cpu(*t, name);
-  BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit, ChannelsLast::Copied);
-  const Work work = plan(x);
+  // Each array in its own layout, as in the forward.
+  const WalkedX wg = walked_x(as_dtype(grad_z, x.scalar_type()), ChannelsLast::InPlace),
+                wx = walked_x(x, ChannelsLast::InPlace),
+                wl = walked_x(alpha_logit, ChannelsLast::InPlace);
+  const Tensor gkl = as_dtype(grad_kl, kl_dtype(x.scalar_type())).contiguous();
+  KernelOutput grad_x(x, wx.x), grad_logit(alpha_logit, wl.x);
+  const Work work = plan(x, {wg.layout, wx.layout, wl.layout});
   const StreamKey key(static_cast<uint64_t>(cpu_scalar<int64_t>(seed)), static_cast<uint64_t>(offset));
   double grad_mu = 0, grad_sigma = 0;
 
@@ -177,25 +237,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     const auto segment = segments().of<T>().backward;
     const Params<S> p = make_params<S>(o, mu, sigma);
-    const T* gzp = reinterpret_cast<const T*>(io.grad_z.data_ptr<scalar_t>());
-    const T* xp = reinterpret_cast<const T*>(io.x.data_ptr<scalar_t>());
-    const T* lp = reinterpret_cast<const T*>(io.logit.data_ptr<scalar_t>());
-    T* gxp = reinterpret_cast<T*>(io.grad_x.work.data_ptr<scalar_t>());
-    T* glp = reinterpret_cast<T*>(io.grad_logit.work.data_ptr<scalar_t>());
-    const S* gklp = io.grad_kl.data_ptr<S>();
-    std::vector<S> dmu(work.tasks()), dsigma(work.tasks());
-    for_each_task(work, [&](int64_t t, int64_t sample, int64_t start, int64_t n) {
-      segment(gzp + start, gklp[sample], xp + start, lp + start, gxp + start, glp + start, n,
-              static_cast<uint64_t>(start), key, p, &dmu[t], &dsigma[t]);
+    const std::array<Walked<T>, 5> arrays{walked<T>(wg.x, wg.layout, false),
+                                          walked<T>(wx.x, wx.layout, false),
+                                          walked<T>(wl.x, wl.layout, false),
+                                          walked<T>(grad_x.work, wx.layout, true),
+                                          walked<T>(grad_logit.work, wl.layout, true)};
+    const S* gklp = gkl.data_ptr<S>();
+    std::vector<S> dmu(work.chunks()), dsigma(work.chunks());
+    for_each_chunk(work, arrays, [&](int64_t chunk, int64_t start, int64_t n, const auto& a) {
+      segment(a[0], gklp[chunk / work.chunks_per_sample], a[1], a[2], a[3], a[4], n,
+              static_cast<uint64_t>(start), key, p, &dmu[chunk], &dsigma[chunk]);
     });
     // d loss / d mu = sum over samples of grad_kl[b] * (sum over b's elements of d kl / d mu)
-    for (int64_t t = 0; t < work.tasks(); ++t) {
+    for (int64_t t = 0; t < work.chunks(); ++t) {
       const double weight = gklp[t / work.chunks_per_sample];
       grad_mu += weight * dmu[t];
       grad_sigma += weight * dsigma[t];
     }
   });
-  return {io.grad_x.finish(), io.grad_logit.finish(), at::full_like(mu, grad_mu),
+  return {grad_x.finish(), grad_logit.finish(), at::full_like(mu, grad_mu),
           at::full_like(sigma, grad_sigma)};
 }
 
