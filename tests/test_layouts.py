@@ -17,9 +17,11 @@ if not PAIRS:
 
 SEED, OFFSET = 4242, 5
 COPIES = {"aten::copy_", "aten::clone", "aten::contiguous"}
-# odd C and W not a multiple of 4; the larger shapes span several 16384-element CPU chunks that
-# begin and end inside a channel, and (5-d) a channel longer than a chunk
-SHAPES = {4: [(2, 5, 3, 7), (2, 7, 61, 67)], 5: [(2, 3, 5, 3, 7), (2, 3, 9, 31, 59)]}
+# odd C and W not a multiple of 4, laid out to cover the CPU's runs (ops_cpu.cpp): groups of
+# whole channels (the last group partial; one task or two), tiles of 1024 positions (the last
+# partial) in one group of channels or two, and (5-d) a channel of 16 tiles
+SHAPES = {4: [(2, 5, 3, 7), (2, 7, 12, 25), (1, 45, 29, 27), (2, 37, 33, 35), (2, 7, 61, 67)],
+          5: [(2, 3, 5, 3, 7), (1, 35, 3, 11, 37), (2, 3, 9, 31, 59)]}
 LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 
@@ -75,7 +77,7 @@ def test_channels_last_is_walked_without_copies(backend_device, ndim):
     """The op's forward and backward on channels_last tensors run no aten copy: before issue 18
     the glue copied x, alpha_logit and grad_z to contiguous tensors and the outputs back."""
     backend, device = backend_device
-    x, logit, grad_z, grad_kl = _case(device, SHAPES[ndim][1], torch.float32, "log_uniform",
+    x, logit, grad_z, grad_kl = _case(device, SHAPES[ndim][-1], torch.float32, "log_uniform",
                                       LAST[ndim])
     x, logit = x.requires_grad_(), logit.requires_grad_()
     ops = aten_ops_run_by(lambda: _run(backend, x, logit, grad_z, grad_kl, "log_uniform", True))
@@ -87,7 +89,7 @@ def test_mixed_layouts_copy_nothing_on_cpu():
     walk each tensor in its own layout, and the gradient of each comes back in its own."""
     if not infodrop.backends()["cpu"]:
         pytest.skip("the compiled CPU extension is not built")
-    x, logit, grad_z, grad_kl = _case("cpu", SHAPES[4][1], torch.float32, "log_uniform",
+    x, logit, grad_z, grad_kl = _case("cpu", SHAPES[4][3], torch.float32, "log_uniform",
                                       torch.contiguous_format)
     mixed = (x.contiguous(memory_format=torch.channels_last), logit,
              grad_z.contiguous(memory_format=torch.channels_last))

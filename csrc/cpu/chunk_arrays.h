@@ -1,28 +1,26 @@
-// Runs of logically consecutive elements of a channels-last sample, gathered into a contiguous
-// buffer and scattered back.
+// Rectangles of a channels-last sample (positions x channels), gathered into a buffer in
+// logical order (channel after channel) and scattered back.
 //
-// The CPU kernels (kernel_impl.h) walk runs of logically consecutive elements, and the KL is
-// summed per run of kChunk elements in that order, so a channels-last result equals the
-// channels-first one bit for bit only if each run is handed to the kernel in logical order.
-// Logically a run is channel after channel, each a range of positions; in memory
-// (infodrop/layout.h: offset s * C + c) those are columns of an S x C matrix.  A run is cut into
-// rectangles of positions x channels (a row range in which every row holds the same channels)
-// and each rectangle is transposed in SIMD tiles: 4 x 4 for 4-byte types, 8 x 8 for 2-byte ones
-// (SSE2 unpacks: half and bfloat16 move as many elements per instruction as float does), 2 x 2
-// for double.  The buffer stays in cache, so the run costs one pass over memory, as a
-// channels-first run does; what the transposes add is counted in docs/performance.md.
-// No PyTorch header: plain pointers and SampleLayout.
+// The CPU kernels (kernel_impl.h) walk runs of logically consecutive elements, and a
+// channels-last result equals the channels-first one bit for bit only if each run is handed to
+// the kernel in logical order (the KL's summation order included).  ops_cpu.cpp cuts a sample
+// into runs that lie inside one channel (or cover whole channels), and hands out rectangles of
+// positions x channels made of whole runs: in memory (infodrop/layout.h: offset s * C + c) a
+// rectangle is a block of an S x C matrix, which is transposed into the buffer in SIMD tiles:
+// 4 x 4 for 4-byte types, 8 x 8 for 2-byte ones (SSE2 unpacks: half and bfloat16 move as many
+// elements per instruction as float does), 2 x 2 for double.  The buffer stays in cache, so a
+// rectangle costs one pass over memory, as a channels-first run does.
+// No PyTorch header: plain pointers.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #include <xmmintrin.h>
 #endif
-
-#include "infodrop/layout.h"
 
 namespace infodrop {
 namespace cpu {
@@ -97,66 +95,76 @@ struct Tile<8> {
 };
 #endif
 
-// out[j * out_stride + i] = in[i * in_stride + j] for i < rows, j < cols: SIMD tiles, the
-// ragged edges element by element.  Columns are taken kBand at a time so that the kBand
-// output rows being written stay in L1 while the input rows stream past.
+// Asks for the cache lines of n elements from p: the strided rows of a transpose are a
+// kilobyte and more apart, which the hardware prefetchers do not follow, so without this every
+// row is a demand miss.
+template <class T>
+void prefetch_row(const T* p, int64_t n, bool write) {
+  const char* first = reinterpret_cast<const char*>(p);
+  for (const char* line = first; line < first + n * int64_t(sizeof(T)); line += 64)
+    write ? __builtin_prefetch(line, 1) : __builtin_prefetch(line, 0);
+}
+
+// out[j * out_stride + i] = in[i * in_stride + j] for i < rows, j < cols, in SIMD tiles (the
+// ragged edges element by element), where one side's rows are long and dense (the buffer) and
+// the other's short and far apart (the sample's channels at a position: C elements apart,
+// often a power of two, so those rows share a few cache sets).  The tiles are walked so that
+// each short row is finished while it is in L1, and prefetched kAhead tiles ahead: reading a
+// sample (gather) takes K input rows at a time across all columns; writing one (scatter) K
+// output rows at a time across all rows.  Writing the output rows across in bands instead left
+// every strided line to be revisited after 30 others in its sets, and ran 5x slower.
 template <class T>
 void transpose(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t rows,
-               int64_t cols) {
+               int64_t cols, bool strided_out) {
   using Simd = Tile<sizeof(T)>;
-  constexpr int64_t K = Simd::K, kBand = 32;
-  for (int64_t j0 = 0; j0 < cols; j0 += kBand) {
-    const int64_t j1 = std::min(cols, j0 + kBand);
-    const int64_t j_tiles = j0 + (j1 - j0) / K * K;
-    int64_t i = 0;
-    if constexpr (K > 1) {
-      for (; i + K <= rows; i += K) {
-        for (int64_t j = j0; j < j_tiles; j += K)
-          Simd::transpose(in + i * in_stride + j, in_stride, out + j * out_stride + i, out_stride);
-        for (int64_t j = j_tiles; j < j1; ++j)
-          for (int64_t k = i; k < i + K; ++k) out[j * out_stride + k] = in[k * in_stride + j];
+  constexpr int64_t K = Simd::K, kAhead = 4 * Simd::K;
+  // The short rows, (along, across): K of them per step along `along`, each `across` long.
+  const int64_t along = strided_out ? cols : rows, across = strided_out ? rows : cols;
+  const auto at = [&](int64_t a, int64_t c) {  // (input, output) offsets of element (a, c)
+    const int64_t i = strided_out ? c : a, j = strided_out ? a : c;
+    return std::pair<int64_t, int64_t>{i * in_stride + j, j * out_stride + i};
+  };
+  for (int64_t a = 0; a < std::min(along, kAhead); ++a)
+    strided_out ? prefetch_row(out + a * out_stride, across, true)
+                : prefetch_row(in + a * in_stride, across, false);
+  int64_t a = 0;
+  if constexpr (K > 1) {
+    const int64_t c_tiles = across / K * K;
+    for (; a + K <= along; a += K) {
+      for (int64_t p = a + kAhead; p < std::min(along, a + kAhead + K); ++p)
+        strided_out ? prefetch_row(out + p * out_stride, across, true)
+                    : prefetch_row(in + p * in_stride, across, false);
+      for (int64_t c = 0; c < c_tiles; c += K) {
+        const auto [from, to] = at(a, c);
+        Simd::transpose(in + from, in_stride, out + to, out_stride);
       }
+      for (int64_t c = c_tiles; c < across; ++c)
+        for (int64_t k = a; k < a + K; ++k) {
+          const auto [from, to] = at(k, c);
+          out[to] = in[from];
+        }
     }
-    for (; i < rows; ++i)
-      for (int64_t j = j0; j < j1; ++j) out[j * out_stride + i] = in[i * in_stride + j];
   }
+  for (; a < along; ++a)
+    for (int64_t c = 0; c < across; ++c) {
+      const auto [from, to] = at(a, c);
+      out[to] = in[from];
+    }
 }
 
-// Calls f(s0, s1, c0, c1) for rectangles covering the logical elements [j0, j0 + n) of a
-// channels-last sample: rows (positions) [s0, s1), channels [c0, c1).  Only the first and the
-// last channel of the run are partial (from position p0, up to position p1), so cutting the rows
-// at p0 and p1 leaves at most three row ranges, each with one channel range.
-template <class F>
-void for_each_rectangle(const SampleLayout& layout, int64_t j0, int64_t n, const F& f) {
-  const int64_t S = layout.positions;
-  const int64_t first = j0 / S, last = (j0 + n - 1) / S;
-  const int64_t p0 = j0 - first * S, p1 = j0 + n - last * S;
-  if (first == last) return f(p0, p1, first, first + 1);
-  const int64_t cuts[4] = {0, std::min(p0, p1), std::max(p0, p1), S};
-  for (int k = 0; k < 3; ++k) {
-    const int64_t s0 = cuts[k], s1 = cuts[k + 1];
-    if (s0 == s1) continue;
-    const int64_t c0 = s0 >= p0 ? first : first + 1, c1 = s0 < p1 ? last + 1 : last;
-    if (c0 < c1) f(s0, s1, c0, c1);
-  }
-}
-
-// buffer[j - j0] = the sample's logical element j, for j in [j0, j0 + n).
+// buffer[(c - c0) * pitch + s - s0] = the element at position s of channel c, for the
+// rectangle [s0, s1) x [c0, c1) of a channels-last sample of C channels.
 template <class T>
-void gather(const T* sample, const SampleLayout& layout, int64_t j0, int64_t n, T* buffer) {
-  const int64_t C = layout.channels, S = layout.positions;
-  for_each_rectangle(layout, j0, n, [&](int64_t s0, int64_t s1, int64_t c0, int64_t c1) {
-    transpose(sample + s0 * C + c0, C, buffer + c0 * S + s0 - j0, S, s1 - s0, c1 - c0);
-  });
+void gather(const T* sample, int64_t C, int64_t s0, int64_t s1, int64_t c0, int64_t c1,
+            T* buffer, int64_t pitch) {
+  transpose(sample + s0 * C + c0, C, buffer, pitch, s1 - s0, c1 - c0, false);
 }
 
-// The inverse: the sample's logical element j = buffer[j - j0].
+// The inverse: the element at position s of channel c = buffer[(c - c0) * pitch + s - s0].
 template <class T>
-void scatter(const T* buffer, const SampleLayout& layout, int64_t j0, int64_t n, T* sample) {
-  const int64_t C = layout.channels, S = layout.positions;
-  for_each_rectangle(layout, j0, n, [&](int64_t s0, int64_t s1, int64_t c0, int64_t c1) {
-    transpose(buffer + c0 * S + s0 - j0, S, sample + s0 * C + c0, C, c1 - c0, s1 - s0);
-  });
+void scatter(const T* buffer, int64_t pitch, int64_t C, int64_t s0, int64_t s1, int64_t c0,
+             int64_t c1, T* sample) {
+  transpose(buffer, pitch, sample + s0 * C + c0, C, c1 - c0, s1 - s0, true);
 }
 
 }  // namespace cpu
