@@ -143,11 +143,31 @@ Walked<T> walked(const Tensor& t, const SampleLayout& layout, bool output) {
 // sums (in logical order within each sample), index0 is the run's first logical index, and
 // pointers[i] its n elements of array i in logical order: in the array itself where its samples
 // are channels-first, else in a buffer gathered before f (inputs) and scattered after it
-// (outputs).
+// (outputs).  Without channels-last arrays the runs are taken in logical order, so that memory
+// is walked from start to end: taking the runs of a tile across channels, as rectangles do,
+// made a contiguous (8, 256, 56, 56) forward and backward 1.4x slower.
 template <class T, size_t N, class F>
 void for_each_run(const Work& w, const std::array<Walked<T>, N>& arrays, const F& f) {
   const bool gathers = std::any_of(arrays.begin(), arrays.end(),
                                    [](const Walked<T>& a) { return a.channels_last; });
+  if (!gathers) {
+    const int64_t per_run = std::min(w.per_sample, w.run_channels * w.rows);
+    const int64_t grain = std::max<int64_t>(1, kMinElementsPerTask / std::max<int64_t>(1, per_run));
+    at::parallel_for(0, w.runs(), grain, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t sample = r / w.runs_per_sample(), run = r % w.runs_per_sample();
+        const int64_t c = w.tiles ? run / w.tiles_per_channel : run * w.run_channels;
+        const int64_t s0 = w.tiles ? run % w.tiles_per_channel * w.rows : 0;
+        const int64_t start = c * w.S + s0;
+        const int64_t n = w.tiles ? std::min(w.S - s0, w.rows)
+                                  : (std::min(w.C, c + w.run_channels) - c) * w.S;
+        std::array<T*, N> pointers;
+        for (size_t i = 0; i < N; ++i) pointers[i] = arrays[i].data + sample * w.per_sample + start;
+        f(r, sample, sample * w.per_sample + start, n, pointers);
+      }
+    });
+    return;
+  }
   at::parallel_for(0, w.tasks(), w.grain(), [&](int64_t begin, int64_t end) {
     std::vector<T> buffers(gathers ? N * w.task_elements() : 0);
     for (int64_t t = begin; t < end; ++t) {
