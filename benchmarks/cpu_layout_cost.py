@@ -6,12 +6,12 @@ gather each chunk into a cached buffer, csrc/cpu/chunk_arrays.h), and on a chann
 handled as the glue did before issue 18 ("copied": contiguous copies of x, alpha_logit and
 grad_z, the kernels run on those, the outputs copied back into the caller's memory format),
 with the ratios to contiguous.  The copies are made here, around the contiguous op, exactly as
-the old glue made them, so one run of one build compares the two.  Medians of interleaved
-rounds, so that a noisy neighbour on a shared machine slows every column alike.
+the old glue made them, so one run of one build compares the two.  Times are the process's CPU
+time (time.process_time) on one thread by default, the minimum of interleaved rounds: on a
+shared machine wall times varied 2x from run to run, CPU time by about 5%.
 """
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -56,10 +56,10 @@ def measure(shape, dtype, rounds):
     times = {name: [] for name in cases}
     for _ in range(rounds + 1):  # the first round warms caches and the allocator
         for name, (step, (xs, ls, gs)) in cases.items():
-            start = time.perf_counter()
+            start = time.process_time()
             step(xs, ls, gs, grad_kl, options)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t[1:]) for name, t in times.items()}
+            times[name].append(time.process_time() - start)
+    return {name: min(t[1:]) for name, t in times.items()}
 
 
 def main(argv=None):
@@ -68,11 +68,14 @@ def main(argv=None):
                         help="NCHW or NCDHW dimensions (default: a ResNet-50 layer2 "
                              "activation at batch 32)")
     parser.add_argument("--dtypes", default=",".join(DTYPES))
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU time counts every thread's, spin-waits included")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     shape = tuple(int(d) for d in args.shape.split("x"))
     print(f"forward + backward, training, {args.shape}, {torch.get_num_threads()} threads, "
-          f"cpu_isa={torch.ops.infodrop.cpu_isa()}")
+          f"cpu_isa={torch.ops.infodrop.cpu_isa()}, CPU time (min of {args.rounds})")
     print(f"{'dtype':<9} {'contiguous':>11} {'in place':>9} {'copied':>9} "
           f"{'in place/contig':>16} {'copied/contig':>14}")
     for name in args.dtypes.split(","):
