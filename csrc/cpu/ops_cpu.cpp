@@ -76,12 +76,12 @@ const Segments& segments() {
 // order, so the KL depends neither on the number of threads nor on the memory format: a run
 // lies in one channel or covers whole ones, so a channels-last run is a rectangle of the
 // sample's S x C matrix that chunk_arrays.h gathers, and a channels-first one is contiguous.
-// A task (the unit of parallel work) is the runs of one tile position (or all positions) in
-// kTaskChannels or more consecutive channels: for a channels-last array a rectangle whose rows
-// hold whole cache lines, in a buffer that stays in L2.
+// With channels-last arrays a task (the unit of parallel work) is the runs of one tile (or of
+// all positions) in about kTaskElements / kRun = 32 or more consecutive channels: a rectangle
+// whose rows hold whole cache lines, gathered into buffers that stay in L2.
 constexpr int64_t kRun = 1024;
-constexpr int64_t kTaskElements = 32768;
-constexpr int64_t kMinElementsPerTask = 32768;
+constexpr int64_t kTaskElements = 32768;        // elements per channels-last task
+constexpr int64_t kMinElementsPerTask = 32768;  // at::parallel_for's grain, in elements
 
 struct Work {
   int64_t samples, per_sample, C, S;
@@ -169,7 +169,7 @@ void for_each_run(const Work& w, const std::array<Walked<T>, N>& arrays, const F
     return;
   }
   at::parallel_for(0, w.tasks(), w.grain(), [&](int64_t begin, int64_t end) {
-    std::vector<T> buffers(gathers ? N * w.task_elements() : 0);
+    std::vector<T> buffers(N * w.task_elements());
     for (int64_t t = begin; t < end; ++t) {
       const int64_t sample = t / (w.tiles_per_channel * w.groups);
       const int64_t tile = t / w.groups % w.tiles_per_channel;
