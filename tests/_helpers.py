@@ -30,3 +30,11 @@ def backend_devices():
     if not gpu and available["triton"] and interpreted():
         pairs.append(pytest.param(("triton", "cpu"), id="triton-cpu"))
     return pairs
+
+
+def aten_ops_run_by(fn):
+    """The names of the aten ops that fn() runs, nested ones included (those a C++ kernel calls
+    as well as those Python code calls), from the CPU side of a torch.profiler trace."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
+        fn()
+    return {event.name for event in trace.events() if event.name.startswith("aten::")}

@@ -23,7 +23,7 @@ if not PAIRS:
 SEED, OFFSET = 31337, 11
 # ragged heads and tails around the 4-element groups and the SIMD blocks, 1-element samples,
 # and a sample spanning two Triton programs (1024 elements each) that begins and ends inside a
-# group; compiled backends also get samples spanning several 16384-element CPU chunks
+# group; compiled backends also get samples spanning several CPU runs (1024-position tiles)
 SHAPES = [(5,), (3, 7), (2, 3, 5, 7), (4, 1000), (2, 1030)]
 LARGE_SHAPES = [(2, 16384 + 70), (1, 3, 33, 33)]
 OPTIONS = [

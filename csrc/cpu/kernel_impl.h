@@ -1,6 +1,7 @@
 // The CPU kernels, written once over a lane policy and compiled once per instruction set by
 // kernel_<isa>.cpp.  Memory order equals logical order here (the glue passes contiguous
-// tensors), so element i of a segment has index index0 + i in the noise stream.
+// tensors or, for channels-last ones, buffers gathered in logical order by chunk_arrays.h), so
+// element i of a segment has index index0 + i in the noise stream.
 //
 // A segment is walked as: up to 3 scalar elements until the index is a multiple of 4, then
 // blocks of 4 W elements (W Philox groups in the W lanes, one call for 4 W elements), then one
