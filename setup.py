@@ -7,6 +7,7 @@ INFODROP_CUDA=0 skips the CUDA extension, INFODROP_CUDA=1 makes a missing toolki
 import glob
 import os
 import re
+import runpy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -84,9 +85,11 @@ def want_cuda():
 
 def cuda_extension():
     # Without a visible GPU torch would target every architecture it was built for (a long
-    # nvcc run in every CI build); A100 and H100 are the GPUs this project is run on.
+    # nvcc run in every CI build): the list infodrop/_cuda_archs.py gives (run, not imported as
+    # part of the package, which cannot be imported before its extensions are built).
     if not torch.cuda.is_available():
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        archs = runpy.run_path(os.path.join(HERE, "infodrop", "_cuda_archs.py"))["WITHOUT_A_GPU"]
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", archs)
     # No --use_fast_math: the shared math states its own error bounds (csrc/infodrop/
     # fastmath.h) and must not have its divisions and square roots approximated again.
     return CUDAExtension(
