@@ -42,7 +42,8 @@ def version():
 # (python -m infodrop train, experiments/), "models" for converting torchvision/timm networks
 # (infodrop.convert needs neither: the tests and the network benchmark build them), "bench" for
 # the pytest-benchmark suite, "test" for make test.  torchvision must be the release that matches
-# torch (0.29.x for torch 2.14; requirements.txt pins it); pip resolves that from its own pin.
+# torch (0.29.x for torch 2.14, 0.26.x for 2.11; requirements.txt and requirements-torch2.11.txt
+# pin them); pip resolves that from its own pin.
 MODELS = ["torchvision", "timm"]
 EXTRAS = {
     "paper": ["numpy", "matplotlib", "scikit-learn", "tqdm"],
@@ -108,6 +109,7 @@ setup(
     ext_modules=[cpu_extension()] + ([cuda_extension()] if want_cuda() else []),
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4"],
+    # the oldest torch make test runs the suite on (make test-torch2.11); 2.14.1 is the newest
+    install_requires=["torch>=2.11"],
     extras_require=EXTRAS,
 )
