@@ -7,6 +7,7 @@ INFODROP_CUDA=0 skips the CUDA extension, INFODROP_CUDA=1 makes a missing toolki
 import glob
 import os
 import re
+import runpy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,7 +42,8 @@ def version():
 # (python -m infodrop train, experiments/), "models" for converting torchvision/timm networks
 # (infodrop.convert needs neither: the tests and the network benchmark build them), "bench" for
 # the pytest-benchmark suite, "test" for make test.  torchvision must be the release that matches
-# torch (0.29.x for torch 2.14; requirements.txt pins it); pip resolves that from its own pin.
+# torch (0.29.x for torch 2.14, 0.26.x for 2.11; requirements.txt and requirements-torch2.11.txt
+# pin them); pip resolves that from its own pin.
 MODELS = ["torchvision", "timm"]
 EXTRAS = {
     "paper": ["numpy", "matplotlib", "scikit-learn", "tqdm"],
@@ -84,9 +86,11 @@ def want_cuda():
 
 def cuda_extension():
     # Without a visible GPU torch would target every architecture it was built for (a long
-    # nvcc run in every CI build); A100 and H100 are the GPUs this project is run on.
+    # nvcc run in every CI build): the list infodrop/_cuda_archs.py gives (run, not imported as
+    # part of the package, which cannot be imported before its extensions are built).
     if not torch.cuda.is_available():
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        archs = runpy.run_path(os.path.join(HERE, "infodrop", "_cuda_archs.py"))["WITHOUT_A_GPU"]
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", archs)
     # No --use_fast_math: the shared math states its own error bounds (csrc/infodrop/
     # fastmath.h) and must not have its divisions and square roots approximated again.
     return CUDAExtension(
@@ -105,6 +109,7 @@ setup(
     ext_modules=[cpu_extension()] + ([cuda_extension()] if want_cuda() else []),
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4"],
+    # the oldest torch make test runs the suite on (make test-torch2.11); 2.14.1 is the newest
+    install_requires=["torch>=2.11"],
     extras_require=EXTRAS,
 )

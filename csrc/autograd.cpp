@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 
+#include "glue/make_node.h"
 #include "glue/op_handles.h"
 
 namespace infodrop {
@@ -97,9 +98,9 @@ std::tuple<Tensor, Tensor> information_dropout_autograd(
     TORCH_CHECK(!t->_fw_grad(/*level=*/0).defined(),
                 "infodrop::information_dropout: forward-mode AD (jvp) is not implemented; use "
                 "backend='reference' for forward-mode derivatives");
-  c10::intrusive_ptr<InformationDropoutBackward> node;
+  decltype(make_node<InformationDropoutBackward>()) node;
   if (torch::autograd::compute_requires_grad(x, alpha_logit, mu, sigma)) {
-    node = c10::make_intrusive<InformationDropoutBackward>();
+    node = make_node<InformationDropoutBackward>();
     node->set_next_edges(torch::autograd::collect_next_edges(x, alpha_logit, mu, sigma));
     node->x = SavedVariable(x, false);
     node->alpha_logit = SavedVariable(alpha_logit, false);

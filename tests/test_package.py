@@ -34,13 +34,33 @@ def test_public_names_are_what_they_say():
     assert callable(slots.conv_layer)  # the dropout-slot factory, once models.noise
 
 
-def _tracked_files():
+def _git(root, *args):
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _tracked_files(root=ROOT):
+    """The files git tracks in the checkout whose top is root.  A copy of the tree inside
+    another checkout's ignored folder (make test-torch2.11's build/torch-2.11) is no checkout of
+    its own: git answers there for the outer one, which tracks nothing under it."""
     try:
-        out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout
+        top = _git(root, "rev-parse", "--show-toplevel").strip()
     except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
-    return [ROOT / name for name in out.splitlines()]
+        top = None
+    if top is None or pathlib.Path(top).resolve() != root.resolve():
+        pytest.skip(f"{root} is not the top of a git checkout")
+    return [root / name for name in _git(root, "ls-files").splitlines()]
+
+
+def test_a_copy_inside_another_checkout_is_not_taken_for_one(tmp_path):
+    """In build/torch-2.11 the file list was empty, and the citation check failed with set()."""
+    _git(tmp_path, "init", "-q")
+    (tmp_path / ".gitignore").write_text("build/\n")
+    copy = tmp_path / "build" / "copy"
+    copy.mkdir(parents=True)
+    (copy / "a.py").write_text("")
+    with pytest.raises(pytest.skip.Exception, match="not the top of a git checkout"):
+        _tracked_files(copy)
 
 
 def test_nothing_outside_tests_points_outside_the_repository():
