@@ -340,6 +340,27 @@ __device__ __forceinline__ void load_tile(const T* __restrict__ p, int64_t chann
   }
 }
 
+// An unsigned word of N bytes, for storing a Pack in one access.
+template <int N>
+struct WordOf;
+template <>
+struct WordOf<2> { using type = unsigned short; };
+template <>
+struct WordOf<4> { using type = unsigned int; };
+template <>
+struct WordOf<8> { using type = unsigned long long; };
+
+// *p = pack in one store: nvcc split the plain assignment of a Pack<T, 2> into one store per
+// element.  (This gives 16-bit pairs one 32-bit store; float pairs still get two 32-bit stores,
+// as the noise kernel's float4 gets four.)
+template <class T, int W>
+__device__ __forceinline__ void store_pack(T* __restrict__ p, const Pack<T, W>& pack) {
+  using Word = typename WordOf<sizeof(Pack<T, W>)>::type;
+  Word word;
+  memcpy(&word, &pack, sizeof word);
+  *reinterpret_cast<Word*>(p) = word;
+}
+
 template <int W, class T, class S>
 __device__ __forceinline__ void store_tile(T* __restrict__ p, int64_t channels, bool whole,
                                            int valid, const S (&v)[4 * W]) {
@@ -349,7 +370,7 @@ __device__ __forceinline__ void store_tile(T* __restrict__ p, int64_t channels, 
       Pack<T, W> pack;
 #pragma unroll
       for (int w = 0; w < W; ++w) pack.v[w] = static_cast<T>(v[4 * w + k]);
-      *reinterpret_cast<Pack<T, W>*>(p + k * channels) = pack;
+      store_pack(p + k * channels, pack);
     }
   }
 }
