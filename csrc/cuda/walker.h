@@ -199,8 +199,9 @@ struct Tile {
 // Calls f(tile) for the tiles of one sample that thread `thread` of block `block` of `blocks`
 // takes: a grid-stride loop over tile t = quad * groups + group, kept as (quad, group) so that
 // the loop divides nothing.  The two divisions before it are 32-bit (a 64-bit division is a
-// long subroutine on the GPU): a thread's first tile and the grid stride are below 2^32 (at most
-// 65535 blocks of kThreads), and so are the groups (ops_cuda.cpp checks C < 2^31).
+// long subroutine on the GPU): a thread's first tile and the grid stride are below 2^32 (a
+// sample gets at most the resident blocks, blocks_for_steps), and so are the groups
+// (ops_cuda.cpp checks C < 2^31).
 template <class F>
 INFODROP_HD void for_each_tile(const LastShape& shape, unsigned block, unsigned blocks,
                                unsigned thread, F&& f) {
