@@ -384,13 +384,14 @@ __device__ __forceinline__ void add_tile(S& sum, const S (&v)[4 * W], bool whole
       if (whole || k < valid) sum += v[4 * w + k];
 }
 
-// 4 resident blocks (50% occupancy, 64 registers): at 5 (51 registers) the tiles' four
-// addresses per tensor spilled.
-template <class T>
-constexpr int kLastForwardMinBlocks = sizeof(T) <= 4 ? 4 : 0;
+// Resident blocks the float and 16-bit forward kernels are held to, as above: 5 (62%
+// occupancy, 51 registers) for one channel per tile; 4 (50%, 64 registers) for pairs, which
+// spilled 24 bytes at 5 (8 elements and four addresses per tensor).
+template <class T, int W>
+constexpr int kLastForwardMinBlocks = sizeof(T) > 4 ? 0 : W == 2 ? 4 : 5;
 
 template <class T, class S, int W>
-__global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T>)
+__global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
     forward_last_kernel(const T* __restrict__ x, const T* __restrict__ logit, T* __restrict__ z,
                         S* __restrict__ kl_partials, LastShape shape, SeedRef seed,
                         uint64_t offset, Params<S> p, const S* mu, const S* sigma) {
