@@ -57,14 +57,16 @@ def cuda_rows(library, capability):
     for name, (instructions, labels) in sorted(code.items()):
         kernel = re.search(r"(forward|backward|noise)_(last_)?kernel", name).group(1)
         # channels-last kernels: the tag ends in the tile's channels W (4 W elements per step)
-        last = re.search(r"_last_kernel(I.*?)Li([12])EE", name)
+        # and how its Philox groups are known (kernels.cu's Groups: 0 at run time, 1 aligned,
+        # 2 straddling)
+        last = re.search(r"_last_kernel(I.*?)Li([12])ELN.*?GroupsE([012])EE", name)
         dtype = next((d for d, (tag, _, _) in DTYPES.items()
                       if (f"{last.group(1)}E" == tag if last else f"_kernel{tag}" in name)), None)
         if kernel == "noise":
             dtype, elements = "float32", 4  # one Philox group per step
         elif last:
-            width = int(last.group(2))
-            kernel += " cl-pairs" if width == 2 else " cl-single"
+            width, groups = int(last.group(2)), int(last.group(3))
+            kernel += {1: " cl-single", 2: " cl-pairs"}[width] + (" straddling" if groups == 2 else "")
             elements = 4 * width
         else:
             elements = DTYPES[dtype][2]

@@ -123,9 +123,8 @@ std::string walk_last(int64_t samples, int64_t channels, int64_t positions, int 
                       bool pairs_aligned, int resident, int64_t max_rows) {
   const LastShape shape = last_shape(samples, channels, positions, element_bytes, pairs_aligned);
   const int width = shape.width;
-  require(width == 1 || (element_bytes <= 4 && channels % 2 == 0 && positions % 4 == 0 &&
-                         pairs_aligned),
-          "pairs for C ", channels, ", S ", positions);
+  require(width == 1 || (element_bytes <= 4 && channels % 2 == 0 && pairs_aligned),
+          "pairs for C ", channels, " of ", element_bytes, " bytes");
   const int blocks = blocks_per_sample_of(shape, resident, max_rows);
   const int64_t rows = grid_rows(samples, max_rows);
   require(blocks >= 1 && (blocks == 1 || blocks * rows <= resident), "grid ", blocks, " x ", rows);
@@ -141,7 +140,8 @@ std::string walk_last(int64_t samples, int64_t channels, int64_t positions, int 
         std::vector<std::vector<std::pair<int64_t, int64_t>>> walked(kThreads);
         for (unsigned thread = 0; thread < kThreads; ++thread)
           for_each_tile(shape, block, blocks, thread, [&](const Tile& tile) {
-            const bool whole = width == 2 || tile.whole();  // as the kernels decide
+            // as the kernels decide (Groups::Aligned drops the checks)
+            const bool whole = shape.groups_aligned() || tile.whole();
             require(!whole || tile.whole(), "whole tile past the sample's end");
             require(tile.row >= 0 && tile.row < per_sample, "tile at ", tile.row);
             walked[thread].push_back({(tile.row / channels) / 4, tile.row});
@@ -150,7 +150,7 @@ std::string walk_last(int64_t samples, int64_t channels, int64_t positions, int 
               const uint64_t first = static_cast<uint64_t>(base + tile.logical + w * positions);
               const uint64_t group = first >> 2;
               int64_t lanes[4];
-              if (width == 2 || shape.groups_aligned()) {
+              if (shape.groups_aligned()) {
                 require(first % 4 == 0, "one group drawn for a channel starting at ", first);
                 for (int k = 0; k < 4; ++k) lanes[k] = static_cast<int64_t>(4 * group + k);
               } else {

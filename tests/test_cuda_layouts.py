@@ -1,7 +1,7 @@
 """The CUDA kernels on channels_last inputs, on a GPU (skipped where there is none): walked in
 place (no copy, clone or contiguous in the op, outputs in the input's memory format) and equal
-bit for bit to the same op on contiguous inputs, for every dtype, for the pairs path (C even,
-S % 4 == 0) and the single-channel one (odd C, W not a multiple of 4, S % 4 != 0), and for
+bit for bit to the same op on contiguous inputs, for every dtype, for the pairs of channels (C
+even; S % 4 == 0 or not), one channel per tile (odd C, W not a multiple of 4, S % 4 != 0), and
 pointers not aligned to a pair.  The indexing itself is enumerated on the CPU by
 tests/test_cuda_walker.py; this is what only a GPU can show."""
 
@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.cuda,
 
 SEED, OFFSET = 2016, 3
 # (shape, memory format): pairs (C even, S % 4 == 0) in 2-d and 3-d; odd C with W = 9 (S = 63);
-# C even with S = 49 (ResNet-50's layer4 positions: single-channel path); one position
+# pairs straddling Philox groups (S = 49, ResNet-50's layer4 positions); one channel per tile in
+# 3-d; one position
 SHAPES = [((3, 6, 4, 6), torch.channels_last), ((2, 4, 2, 2, 2), torch.channels_last_3d),
           ((3, 5, 7, 9), torch.channels_last), ((2, 8, 7, 7), torch.channels_last),
           ((2, 3, 3, 5, 7), torch.channels_last_3d), ((4, 6, 1, 1), torch.channels_last)]

@@ -295,19 +295,24 @@ INFODROP_INSTANTIATE(c10::BFloat16, float)
 
 namespace {
 
+// How a kernel knows where a channel's 4 elements of a tile lie among Philox groups.
+enum class Groups { AtRunTime, Aligned, Straddling };
+
 // eps of a tile whose first element (c0, 4 * quad) has the global logical index `first`;
-// channel c0 + w starts at first + w * S.  Where the channels start Philox groups (always for
-// W = 2), one group per channel; else the two groups its 4 elements straddle.
-template <int W>
+// channel c0 + w starts at first + w * S.  Where the channels start Philox groups (S % 4 == 0:
+// `G` Aligned, or `groups_aligned` at run time), one group per channel; else the two groups its
+// 4 elements straddle.
+template <int W, Groups G>
 __device__ __forceinline__ void tile_noise(uint64_t first, int64_t positions, bool groups_aligned,
                                            const StreamKey& key, bool apply, float (&eps)[4 * W]) {
+  const bool aligned = G == Groups::Aligned || (G == Groups::AtRunTime && groups_aligned);
 #pragma unroll
   for (int w = 0; w < W; ++w) {
     const uint64_t i0 = first + static_cast<uint64_t>(w * positions);
     const uint64_t group = i0 >> 2;
     if (!apply) {
       eps[4 * w] = eps[4 * w + 1] = eps[4 * w + 2] = eps[4 * w + 3] = 0.0f;
-    } else if (W == 2 || groups_aligned) {
+    } else if (aligned) {
       noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key, &eps[4 * w]);
     } else {
       float a[4], b[4], e[4];
@@ -322,8 +327,8 @@ __device__ __forceinline__ void tile_noise(uint64_t first, int64_t positions, bo
 }
 
 // The tile's elements of p (p points at its (c0, 4 * quad)), converted to S; zeros past the
-// sample's last position.  `whole`: all 4 positions are in the sample (always for pairs, whose
-// S is a multiple of 4: then the compiler drops the checks).
+// sample's last position.  `whole`: all 4 positions are in the sample (always where S % 4 == 0:
+// with Groups::Aligned the compiler drops the checks).
 template <int W, class T, class S>
 __device__ __forceinline__ void load_tile(const T* __restrict__ p, int64_t channels, bool whole,
                                           int valid, S (&v)[4 * W]) {
@@ -361,27 +366,36 @@ __device__ __forceinline__ void store_pack(T* __restrict__ p, const Pack<T, W>& 
   *reinterpret_cast<Word*>(p) = word;
 }
 
+// A whole tile stores (and sums) behind one branch, not one test per position: as with
+// add_step above, the compiler kept the per-position tests on whole tiles otherwise.
 template <int W, class T, class S>
 __device__ __forceinline__ void store_tile(T* __restrict__ p, int64_t channels, bool whole,
                                            int valid, const S (&v)[4 * W]) {
+  Pack<T, W> pack[4];
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    if (whole || k < valid) {
-      Pack<T, W> pack;
+  for (int k = 0; k < 4; ++k)
 #pragma unroll
-      for (int w = 0; w < W; ++w) pack.v[w] = static_cast<T>(v[4 * w + k]);
-      store_pack(p + k * channels, pack);
-    }
+    for (int w = 0; w < W; ++w) pack[k].v[w] = static_cast<T>(v[4 * w + k]);
+  if (whole) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) store_pack(p + k * channels, pack[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (k < valid) store_pack(p + k * channels, pack[k]);
   }
 }
 
 template <int W, class S>
 __device__ __forceinline__ void add_tile(S& sum, const S (&v)[4 * W], bool whole, int valid) {
+  if (whole) {
 #pragma unroll
-  for (int w = 0; w < W; ++w)
+    for (int j = 0; j < 4 * W; ++j) sum += v[j];
+  } else {
 #pragma unroll
-    for (int k = 0; k < 4; ++k)
-      if (whole || k < valid) sum += v[4 * w + k];
+    for (int j = 0; j < 4 * W; ++j)
+      if (j % 4 < valid) sum += v[j];
+  }
 }
 
 // Resident blocks the float and 16-bit forward kernels are held to, as above: 5 (62%
@@ -390,7 +404,7 @@ __device__ __forceinline__ void add_tile(S& sum, const S (&v)[4 * W], bool whole
 template <class T, int W>
 constexpr int kLastForwardMinBlocks = sizeof(T) > 4 ? 0 : W == 2 ? 4 : 5;
 
-template <class T, class S, int W>
+template <class T, class S, int W, Groups G>
 __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
     forward_last_kernel(const T* __restrict__ x, const T* __restrict__ logit, T* __restrict__ z,
                         S* __restrict__ kl_partials, LastShape shape, SeedRef seed,
@@ -407,9 +421,9 @@ __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
     for_each_tile(shape, blockIdx.x, gridDim.x, threadIdx.x, [&](const Tile& tile) {
       with_noise_flag_known(p, [&](const Params<S>& p) {
         const int64_t at = base + tile.row;
-        const bool whole = W == 2 || tile.whole();
+        const bool whole = G == Groups::Aligned || tile.whole();
         float eps[N];
-        tile_noise<W>(static_cast<uint64_t>(base + tile.logical), shape.positions, groups_aligned,
+        tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions, groups_aligned,
                       key, p.apply_noise, eps);
         S xv[N], lv[N], zv[N], klv[N];
         load_tile<W>(x + at, shape.channels, whole, tile.valid, xv);
@@ -430,7 +444,7 @@ __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
   });
 }
 
-template <class T, class S, int W>
+template <class T, class S, int W, Groups G>
 __global__ void __launch_bounds__(kThreads)
     backward_last_kernel(const T* __restrict__ grad_z, const S* __restrict__ grad_kl,
                          const T* __restrict__ x, const T* __restrict__ logit,
@@ -450,9 +464,9 @@ __global__ void __launch_bounds__(kThreads)
     for_each_tile(shape, blockIdx.x, gridDim.x, threadIdx.x, [&](const Tile& tile) {
       with_noise_flag_known(p, [&](const Params<S>& p) {
         const int64_t at = base + tile.row;
-        const bool whole = W == 2 || tile.whole();
+        const bool whole = G == Groups::Aligned || tile.whole();
         float eps[N];
-        tile_noise<W>(static_cast<uint64_t>(base + tile.logical), shape.positions, groups_aligned,
+        tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions, groups_aligned,
                       key, p.apply_noise, eps);
         S gzv[N], xv[N], lv[N], gxv[N], glv[N], dmuv[N], dsigmav[N];
         load_tile<W>(grad_z + at, shape.channels, whole, tile.valid, gzv);
@@ -498,14 +512,18 @@ void launch_forward_last(const T* x, const T* logit, T* z, S* kl_partials, LastS
                          int blocks, SeedRef seed, uint64_t offset, const Params<S>& params,
                          const S* mu, const S* sigma, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(grid_rows(shape.samples)));
-  if (shape.width == 2) {
-    if constexpr (sizeof(T) <= 4)
-      forward_last_kernel<T, S, 2><<<grid, kThreads, 0, stream>>>(
-          x, logit, z, kl_partials, shape, seed, offset, params, mu, sigma);
-  } else {
-    forward_last_kernel<T, S, 1><<<grid, kThreads, 0, stream>>>(
-        x, logit, z, kl_partials, shape, seed, offset, params, mu, sigma);
+  // pairs with their Philox groups known at compile time; one channel per tile decides at run time
+  const auto launch = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, stream>>>(x, logit, z, kl_partials, shape, seed, offset, params,
+                                          mu, sigma);
+  };
+  if constexpr (sizeof(T) <= 4) {
+    if (shape.width == 2 && shape.groups_aligned())
+      launch(forward_last_kernel<T, S, 2, Groups::Aligned>);
+    else if (shape.width == 2)
+      launch(forward_last_kernel<T, S, 2, Groups::Straddling>);
   }
+  if (shape.width == 1) launch(forward_last_kernel<T, S, 1, Groups::AtRunTime>);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -515,16 +533,17 @@ void launch_backward_last(const T* grad_z, const S* grad_kl, const T* x, const T
                           int blocks, SeedRef seed, uint64_t offset, const Params<S>& params,
                           const S* mu, const S* sigma, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(grid_rows(shape.samples)));
-  if (shape.width == 2) {
-    if constexpr (sizeof(T) <= 4)
-      backward_last_kernel<T, S, 2><<<grid, kThreads, 0, stream>>>(
-          grad_z, grad_kl, x, logit, grad_x, grad_logit, prior_partials, shape, seed, offset,
-          params, mu, sigma);
-  } else {
-    backward_last_kernel<T, S, 1><<<grid, kThreads, 0, stream>>>(
-        grad_z, grad_kl, x, logit, grad_x, grad_logit, prior_partials, shape, seed, offset,
-        params, mu, sigma);
+  const auto launch = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, stream>>>(grad_z, grad_kl, x, logit, grad_x, grad_logit,
+                                          prior_partials, shape, seed, offset, params, mu, sigma);
+  };
+  if constexpr (sizeof(T) <= 4) {
+    if (shape.width == 2 && shape.groups_aligned())
+      launch(backward_last_kernel<T, S, 2, Groups::Aligned>);
+    else if (shape.width == 2)
+      launch(backward_last_kernel<T, S, 2, Groups::Straddling>);
   }
+  if (shape.width == 1) launch(backward_last_kernel<T, S, 1, Groups::AtRunTime>);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -152,7 +152,7 @@ INFODROP_HD void for_each_group(const NoiseGroups& groups, unsigned block, unsig
 // (S % 4 == 0), two otherwise; and consecutive threads take consecutive channel groups of the
 // same quad, so that for each position a warp reads and writes adjacent memory (coalesced).
 // Width 2 ("pairs": one 2-element access per position, 4 bytes for 16-bit types) where C is
-// even and every channel starts on a Philox group; width 1 otherwise.
+// even; width 1 otherwise.
 
 struct LastShape {
   int64_t samples, channels, positions;
@@ -167,12 +167,12 @@ struct LastShape {
   INFODROP_HD bool groups_aligned() const { return positions % 4 == 0; }
 };
 
-// The walk of a channels-last launch: pairs where C is even, the channels start Philox groups,
-// the element type has at most 4 bytes and the pointers are aligned to two elements
-// (`pairs_aligned`; then every pair is, as its offset b * C * S + s * C + c is even).
+// The walk of a channels-last launch: pairs where C is even, the element type has at most 4
+// bytes and the pointers are aligned to two elements (`pairs_aligned`; then every pair is, as
+// its offset b * C * S + s * C + c is even).
 INFODROP_HD LastShape last_shape(int64_t samples, int64_t channels, int64_t positions,
                                  int element_bytes, bool pairs_aligned) {
-  const bool pairs = element_bytes <= 4 && channels % 2 == 0 && positions % 4 == 0 && pairs_aligned;
+  const bool pairs = element_bytes <= 4 && channels % 2 == 0 && pairs_aligned;
   return {samples, channels, positions, pairs ? 2 : 1};
 }
 
