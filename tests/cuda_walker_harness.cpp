@@ -219,7 +219,8 @@ std::string run(const std::string& line) {
   if (kind == "last") {
     int64_t samples, channels, positions, max_rows;
     int element_bytes, pairs_aligned, resident;
-    in >> samples >> channels >> positions >> element_bytes >> pairs_aligned >> resident >> max_rows;
+    in >> samples >> channels >> positions >> element_bytes >> pairs_aligned >> resident >>
+        max_rows;
     return walk_last(samples, channels, positions, element_bytes, pairs_aligned, resident,
                      max_rows);
   }

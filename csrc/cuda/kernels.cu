@@ -313,7 +313,8 @@ __device__ __forceinline__ void tile_noise(uint64_t first, int64_t positions, bo
     if (!apply) {
       eps[4 * w] = eps[4 * w + 1] = eps[4 * w + 2] = eps[4 * w + 3] = 0.0f;
     } else if (aligned) {
-      noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key, &eps[4 * w]);
+      noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key,
+                  &eps[4 * w]);
     } else {
       float a[4], b[4], e[4];
       noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key, a);
@@ -423,8 +424,8 @@ __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
         const int64_t at = base + tile.row;
         const bool whole = G == Groups::Aligned || tile.whole();
         float eps[N];
-        tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions, groups_aligned,
-                      key, p.apply_noise, eps);
+        tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions,
+                         groups_aligned, key, p.apply_noise, eps);
         S xv[N], lv[N], zv[N], klv[N];
         load_tile<W>(x + at, shape.channels, whole, tile.valid, xv);
         load_tile<W>(logit + at, shape.channels, whole, tile.valid, lv);
@@ -466,8 +467,8 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t at = base + tile.row;
         const bool whole = G == Groups::Aligned || tile.whole();
         float eps[N];
-        tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions, groups_aligned,
-                      key, p.apply_noise, eps);
+        tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions,
+                         groups_aligned, key, p.apply_noise, eps);
         S gzv[N], xv[N], lv[N], gxv[N], glv[N], dmuv[N], dsigmav[N];
         load_tile<W>(grad_z + at, shape.channels, whole, tile.valid, gzv);
         load_tile<W>(x + at, shape.channels, whole, tile.valid, xv);
