@@ -44,7 +44,7 @@ def _row(backend, kernel, dtype, registers, local, shared, threads, counts, elem
     sms, clock, bandwidth = GPUS[capability]
     issue_ps = sass.cycles_per_sm(per_element, capability) / (sms * clock) * 1e12
     mufu_ps = sass.mufu_cycles_per_sm(per_element, capability) / (sms * clock) * 1e12
-    memory_ps = TENSORS[kernel] * element_bytes / bandwidth * 1e12
+    memory_ps = TENSORS[kernel.split()[0]] * element_bytes / bandwidth * 1e12
     bound = "memory" if memory_ps >= issue_ps else "MUFU" if mufu_ps >= issue_ps else "issue"
     return dict(backend=backend, kernel=kernel, dtype=dtype, registers=registers, spill_bytes=local,
                 shared=shared, occupancy=sass.occupancy(registers, threads, shared, capability),
@@ -60,10 +60,19 @@ def cuda_rows(library, capability):
         code = sass.disassemble(cubin)
     rows = []
     for name, (instructions, labels) in sorted(code.items()):
-        kernel = re.search(r"(forward|backward|noise)_kernel", name).group(1)
-        dtype = next((d for d, (tag, _, _) in DTYPES.items() if f"_kernel{tag}" in name), None)
+        kernel = re.search(r"(forward|backward|noise)_(last_)?kernel", name).group(1)
+        # channels-last kernels: the tag ends in the tile's channels W (4 W elements per step)
+        # and how its Philox groups are known (kernels.cu's Groups: 0 at run time, 1 aligned,
+        # 2 straddling)
+        last = re.search(r"_last_kernel(I.*?)Li([12])ELN.*?GroupsE([012])EE", name)
+        dtype = next((d for d, (tag, _, _) in DTYPES.items()
+                      if (f"{last.group(1)}E" == tag if last else f"_kernel{tag}" in name)), None)
         if kernel == "noise":
             dtype, elements = "float32", 4  # one Philox group per step
+        elif last:
+            width, groups = int(last.group(2)), int(last.group(3))
+            kernel += {1: " cl-single", 2: " cl-pairs"}[width] + (" straddling" if groups == 2 else "")
+            elements = 4 * width
         else:
             elements = DTYPES[dtype][2]
         r = resources[name]

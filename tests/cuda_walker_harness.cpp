@@ -5,6 +5,8 @@
 // stdin, one launch per line:
 //   steps <samples> <per_sample> <element_bytes> <aligned 0|1> <resident_blocks> <max_rows>
 //   noise <n> <start> <aligned 0|1> <resident_blocks>
+//   last <samples> <channels> <positions> <element_bytes> <pairs_aligned 0|1> <resident_blocks>
+//        <max_rows>
 // stdout, one line per launch: "ok <blocks> <rows>" or "FAIL <what went wrong>".
 #include <cstdint>
 #include <iostream>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "cuda/walker.h"
+#include "infodrop/layout.h"
 
 using namespace infodrop::cuda;
 
@@ -110,6 +113,95 @@ std::string walk_noise(int64_t n, uint64_t start, bool aligned, int resident) {
   return out.str();
 }
 
+// The channels-last kernels (kernels.cu's forward_last_kernel, backward_last_kernel): each
+// element read and written once, by its own sample, summed once into its partial; the element
+// at memory offset m has the logical index l with SampleLayout::offset(l) == m, the index the
+// contiguous walk gives it; its noise is lane k of the Philox group the kernel draws for it, and
+// that lane is the one of its logical index; pairs are aligned; and the threads of a warp take
+// adjacent channels of one quad (coalesced accesses).
+std::string walk_last(int64_t samples, int64_t channels, int64_t positions, int element_bytes,
+                      bool pairs_aligned, int resident, int64_t max_rows) {
+  const LastShape shape = last_shape(samples, channels, positions, element_bytes, pairs_aligned);
+  const int width = shape.width;
+  require(width == 1 || (element_bytes <= 4 && channels % 2 == 0 && pairs_aligned),
+          "pairs for C ", channels, " of ", element_bytes, " bytes");
+  const int blocks = blocks_per_sample_of(shape, resident, max_rows);
+  const int64_t rows = grid_rows(samples, max_rows);
+  require(blocks >= 1 && (blocks == 1 || blocks * rows <= resident), "grid ", blocks, " x ", rows);
+  const int64_t per_sample = shape.per_sample(), total = samples * per_sample;
+  const infodrop::SampleLayout layout{channels, positions, true};
+  std::vector<int> accessed(total, 0), summed(total, 0);
+  std::vector<int> slots(samples * blocks, 0);
+  for (int64_t row = 0; row < rows; ++row)
+    for (unsigned block = 0; block < static_cast<unsigned>(blocks); ++block)
+      for_each_sample(samples, row, rows, [&](int64_t b) {
+        const int64_t base = b * per_sample;
+        // per thread, the (quad, row) of its tiles in loop order, to compare warp neighbours
+        std::vector<std::vector<std::pair<int64_t, int64_t>>> walked(kThreads);
+        for (unsigned thread = 0; thread < kThreads; ++thread)
+          for_each_tile(shape, block, blocks, thread, [&](const Tile& tile) {
+            // as the kernels decide (Groups::Aligned drops the checks)
+            const bool whole = shape.groups_aligned() || tile.whole();
+            require(!whole || tile.whole(), "whole tile past the sample's end");
+            require(tile.row >= 0 && tile.row < per_sample, "tile at ", tile.row);
+            walked[thread].push_back({(tile.row / channels) / 4, tile.row});
+            for (int w = 0; w < width; ++w) {
+              // the kernels' noise of channel c0 + w (tile_noise)
+              const uint64_t first = static_cast<uint64_t>(base + tile.logical + w * positions);
+              const uint64_t group = first >> 2;
+              int64_t lanes[4];
+              if (shape.groups_aligned()) {
+                require(first % 4 == 0, "one group drawn for a channel starting at ", first);
+                for (int k = 0; k < 4; ++k) lanes[k] = static_cast<int64_t>(4 * group + k);
+              } else {
+                int64_t a[4], c[4];
+                for (int k = 0; k < 4; ++k) {
+                  a[k] = static_cast<int64_t>(4 * group + k);
+                  c[k] = static_cast<int64_t>(4 * (group + 1) + k);
+                }
+                pick_lanes(a, c, static_cast<unsigned>(first & 3), lanes);
+              }
+              for (int k = 0; k < 4; ++k) {
+                if (!(whole || k < tile.valid)) continue;
+                const int64_t m = base + tile.row + k * channels + w;
+                const int64_t l = base + tile.logical + w * positions + k;
+                require(m >= 0 && m < total && m / per_sample == b, "element at ", m,
+                        " outside sample ", b);
+                require(l / per_sample == b && base + layout.offset(l - base) == m, "memory ", m,
+                        " given logical index ", l);
+                require(lanes[k] == l, "element ", l, " given the noise of stream index ",
+                        lanes[k]);
+                require(width == 1 || w != 0 || m % 2 == 0, "pair at odd offset ", m);
+                ++accessed[m];
+                ++summed[m];
+              }
+            }
+          });
+        // coalescing: in each loop iteration, warp neighbours on the same quad take adjacent
+        // channel groups
+        for (unsigned thread = 1; thread < kThreads; ++thread) {
+          if (thread % 32 == 0) continue;
+          const auto& mine = walked[thread];
+          const auto& left = walked[thread - 1];
+          for (size_t i = 0; i < mine.size() && i < left.size(); ++i)
+            require(mine[i].first != left[i].first || mine[i].second == left[i].second + width,
+                    "threads ", thread - 1, " and ", thread, " not adjacent in iteration ", i);
+        }
+        const int64_t slot = partial_slot(b, blocks, block);
+        require(slot >= 0 && slot < static_cast<int64_t>(slots.size()) && slot / blocks == b,
+                "slot ", slot, " written for sample ", b);
+        ++slots[slot];
+      });
+  for (int64_t i = 0; i < total; ++i)
+    require(accessed[i] == 1 && summed[i] == 1, "element ", i, " accessed ", accessed[i],
+            " times, summed ", summed[i], " times");
+  for (size_t s = 0; s < slots.size(); ++s)
+    require(slots[s] == 1, "partial slot ", s, " written ", slots[s], " times");
+  std::ostringstream out;
+  out << "ok " << blocks << " " << rows << " " << width;
+  return out.str();
+}
+
 std::string run(const std::string& line) {
   std::istringstream in(line);
   std::string kind;
@@ -123,6 +215,14 @@ std::string run(const std::string& line) {
       return walk_steps<8>(shape, element_bytes, aligned, resident, max_rows);
     require(elements_per_step(element_bytes) == 4, "step width of ", element_bytes, " bytes");
     return walk_steps<4>(shape, element_bytes, aligned, resident, max_rows);
+  }
+  if (kind == "last") {
+    int64_t samples, channels, positions, max_rows;
+    int element_bytes, pairs_aligned, resident;
+    in >> samples >> channels >> positions >> element_bytes >> pairs_aligned >> resident >>
+        max_rows;
+    return walk_last(samples, channels, positions, element_bytes, pairs_aligned, resident,
+                     max_rows);
   }
   require(kind == "noise", "unknown launch kind ", kind);
   int64_t n;

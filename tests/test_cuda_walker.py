@@ -1,8 +1,10 @@
 """The CUDA kernels' walk over memory (csrc/cuda/walker.h) on the CPU: tests/cuda_walker_harness.cpp,
 built with the host compiler, enumerates every (block, thread, step) of a launch and checks that
 every element is read and written exactly once, by its own sample, and summed once into that
-sample's partial; and for the noise kernel that every output is written once with its own
-stream index.  No GPU has run kernels.cu: this is what says it touches the right memory."""
+sample's partial; for the noise kernel that every output is written once with its own
+stream index; and for the channels_last kernels that the in-place walk gives every element the
+logical index (hence the noise) the contiguous walk gives it.  No GPU has run kernels.cu: this
+is what says it touches the right memory."""
 
 import pathlib
 import shutil
@@ -50,6 +52,29 @@ def _noise_launches():
             for aligned in ({0, int(start % 4 == 0)}) for resident in (1, 3, 1056)]
 
 
+# Channels-last launches (samples, channels, positions): odd C, S % 4 != 0 (W = 5, 7: rows not
+# a multiple of 4), one channel, one position, ResNet-50's layer4 (2048 x 7 x 7), C even with S %
+# 4 == 0 (pairs), more channel groups than threads in the grid (the cursor's wrap)
+LAST_SHAPES = [(2, 3, 35), (3, 4, 6), (2, 6, 12), (4, 2, 4), (1, 1, 1), (3, 1, 7), (2, 5, 1),
+               (5, 16, 16), (2, 7, 20), (3, 64, 49), (2, 2048, 49), (2, 10, 28)]
+
+
+def _last_launches():
+    launches = []
+    for element_bytes in ELEMENT_BYTES:
+        for pairs_aligned in (1, 0):
+            for samples, channels, positions in LAST_SHAPES:
+                launches.append(f"last {samples} {channels} {positions} {element_bytes} "
+                                f"{pairs_aligned} 1056 65535")
+            # several blocks per sample whose grid stride is below the channel groups (stride
+            # 768 tiles, 1025 groups), and more samples than grid rows
+            launches.append(f"last 1 2050 8 {element_bytes} {pairs_aligned} 3 65535")
+            launches.append(f"last 1 2051 9 {element_bytes} {pairs_aligned} 2 65535")
+            launches.append(f"last 23 6 20 {element_bytes} {pairs_aligned} 1056 5")
+            launches.append(f"last 11 9 13 {element_bytes} {pairs_aligned} 16 4")
+    return launches
+
+
 def _build(directory: pathlib.Path, walker_dir: pathlib.Path) -> pathlib.Path:
     binary = directory / "harness"
     subprocess.run([CXX, "-std=c++17", "-O2", "-Wall", "-Werror", f"-I{walker_dir}",
@@ -86,6 +111,24 @@ def test_noise_writes_every_output_once_with_its_stream_index(harness):
     assert results["noise 200003 12 1 3"] == "ok 3 1"  # a grid-stride loop over the groups
 
 
+def test_channels_last_walk_takes_every_element_once_with_its_logical_index_and_noise(harness):
+    """The in-place channels_last walk: every element once, at the memory offset of its logical
+    index, with the noise of that index, pairs aligned, warp neighbours adjacent."""
+    results = _run(harness, _last_launches())
+    failed = {launch: line for launch, line in results.items() if not line.startswith("ok ")}
+    assert not failed
+    # pairs exactly where C is even, the type has at most 4 bytes and the pointers are aligned
+    # (S % 4 != 0 too: layer4's 7 x 7); several blocks and fewer rows than samples where meant
+    assert results["last 2 6 12 2 1 1056 65535"] == "ok 1 2 2"
+    assert results["last 2 6 12 2 0 1056 65535"] == "ok 1 2 1"
+    assert results["last 2 6 12 8 1 1056 65535"] == "ok 1 2 1"
+    assert results["last 2 2048 49 2 1 1056 65535"] == "ok 52 2 2"
+    assert results["last 2 2048 49 2 0 1056 65535"] == "ok 104 2 1"
+    assert results["last 2 7 20 4 1 1056 65535"] == "ok 1 2 1"
+    assert results["last 1 2050 8 4 1 3 65535"] == "ok 3 1 2"
+    assert results["last 23 6 20 4 0 1056 5"] == "ok 1 5 1"
+
+
 # Mutations of walker.h that each break one invariant; the harness must catch every one (a
 # check that cannot fail checks nothing).
 MUTANTS = {
@@ -95,6 +138,12 @@ MUTANTS = {
     "partial slots shared by blocks": ("return b * blocks + block;", "return b * blocks;"),
     "grid rows not stepped": ("b += rows", "b += rows + 1"),
     "float4 store past out's end": ("(g << 2) - start + 4 <= n", "(g << 2) - start + 3 <= n"),
+    "channels-last wrap one group short": ("      group -= groups;", "      group -= groups - 1;"),
+    "channels-last last quad read whole": ("shape.positions - 4 * quad < 4 ?",
+                                           "shape.positions - 4 * quad < 3 ?"),
+    "pairs of odd channels": ("channels % 2 == 0 && pairs_aligned",
+                              "channels % 1 == 0 && pairs_aligned"),
+    "noise lanes shifted by one too few": ("(r & 2) ? joined[j + 2]", "(r & 2) ? joined[j + 1]"),
     "noise groups one short": ("((start_ + static_cast<uint64_t>(n_) - 1) >> 2) - (start_ >> 2) + 1",
                                "((start_ + static_cast<uint64_t>(n_) - 1) >> 2) - (start_ >> 2)"),
 }
@@ -108,6 +157,8 @@ def test_harness_catches_a_broken_walker(mutant, tmp_path):
     (tmp_path / "infodrop").mkdir()
     (tmp_path / "cuda").mkdir()
     shutil.copy(ROOT / "csrc" / "infodrop" / "lanes.h", tmp_path / "infodrop" / "lanes.h")
+    shutil.copy(ROOT / "csrc" / "infodrop" / "layout.h", tmp_path / "infodrop" / "layout.h")
     (tmp_path / "cuda" / "walker.h").write_text(source.replace(original, broken))
-    results = _run(_build(tmp_path, tmp_path), _step_launches() + _noise_launches())
+    results = _run(_build(tmp_path, tmp_path),
+                   _step_launches() + _noise_launches() + _last_launches())
     assert any(line.startswith("FAIL ") for line in results.values())

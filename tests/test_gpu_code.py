@@ -66,7 +66,9 @@ def test_cuda_kernels_are_built_for_the_archs_torch_targets_without_spills(cubin
     assert set(cubins) == _archs_the_build_targets(monkeypatch)
     for arch, cubin in cubins.items():
         resources = sass.resource_usage(cubin)
-        assert len(resources) == 9, resources.keys()  # fwd and bwd x 4 dtypes, noise
+        # fwd and bwd x 4 dtypes, noise; channels_last: fwd and bwd x (4 dtypes single-channel,
+        # 3 dtypes x pairs on aligned or straddling Philox groups)
+        assert len(resources) == 9 + 20, resources.keys()
         for name, r in resources.items():
             assert (r.local, r.stack) == (0, 0), (arch, name, r)
 
@@ -85,6 +87,28 @@ def test_main_path_of_the_float32_forward_is_a_whole_step_with_noise(cubins):
     # Philox4x32-10 of the step's group: 2 multiplies per round
     assert path.opcodes["IMAD.WIDE.U32"] + path.opcodes["IMAD.HI.U32"] >= 20
     assert sum(path.counts.values()) == sum(path.opcodes.values())
+
+
+@needs_library
+@pytest.mark.parametrize("width, known, groups", [(2, 1, 2), (2, 2, 4), (1, 0, 2)],
+                         ids=["pairs", "pairs-straddling", "single"])
+def test_main_path_of_the_channels_last_bfloat16_forward(cubins, width, known, groups):
+    """The channels_last tile: 4 positions x `width` channels, each position's channels one
+    access (32 bits for a pair, 16 for one channel) of x and alpha_logit (8 loads) and z (4
+    stores); the noise of the logical index: one Philox group per channel where the channels
+    start groups, else the two groups a channel's 4 elements straddle (the main path of the
+    single-channel kernel, which decides at run time, is the one with the most Philox work)."""
+    tag = f"forward_last_kernelIN3c108BFloat16EfLi{width}ELN"
+    suffix = f"GroupsE{known}EE"
+    (instructions, labels), = [code for name, code in sass.disassemble(cubins["sm_90"]).items()
+                               if tag in name and suffix in name]
+    path = sass.main_path(instructions, labels)
+    assert path.loop
+    access = "" if width == 2 else ".U16"
+    assert path.opcodes[f"LDG.E{access}.CONSTANT"] + path.opcodes[f"LDG.E{access}"] == 8
+    assert path.opcodes[f"STG.E{access}"] == 4
+    # Philox4x32-10: 2 multiplies per round, per group
+    assert path.opcodes["IMAD.WIDE.U32"] + path.opcodes["IMAD.HI.U32"] >= 20 * groups
 
 
 def test_main_path_skips_slow_paths_and_ragged_steps_and_keeps_the_noise():

@@ -289,5 +289,281 @@ INFODROP_INSTANTIATE(c10::Half, float)
 INFODROP_INSTANTIATE(c10::BFloat16, float)
 #undef INFODROP_INSTANTIATE
 
+// ---- Channels-last samples, walked in place (walker.h's tiles) ---------------------------------
+//
+// The same per-element math as the kernels above, on tiles of W channels x 4 positions: element
+// [w * 4 + k] of a tile's arrays is channel c0 + w, position 4 * quad + k.  Each position's W
+// channels are one access (Pack<T, W>); neighbouring threads take neighbouring channels, so a
+// warp's accesses for one position are adjacent.  The noise is drawn from the logical index,
+// so the results are the contiguous kernels' element for element.
+
+namespace {
+
+// How a kernel knows where a channel's 4 elements of a tile lie among Philox groups.
+enum class Groups { AtRunTime, Aligned, Straddling };
+
+// eps of a tile whose first element (c0, 4 * quad) has the global logical index `first`;
+// channel c0 + w starts at first + w * S.  Where the channels start Philox groups (S % 4 == 0:
+// `G` Aligned, or `groups_aligned` at run time), one group per channel; else the two groups its
+// 4 elements straddle.
+template <int W, Groups G>
+__device__ __forceinline__ void tile_noise(uint64_t first, int64_t positions, bool groups_aligned,
+                                           const StreamKey& key, bool apply, float (&eps)[4 * W]) {
+  const bool aligned = G == Groups::Aligned || (G == Groups::AtRunTime && groups_aligned);
+#pragma unroll
+  for (int w = 0; w < W; ++w) {
+    const uint64_t i0 = first + static_cast<uint64_t>(w * positions);
+    const uint64_t group = i0 >> 2;
+    if (!apply) {
+      eps[4 * w] = eps[4 * w + 1] = eps[4 * w + 2] = eps[4 * w + 3] = 0.0f;
+    } else if (aligned) {
+      noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key,
+                  &eps[4 * w]);
+    } else {
+      float a[4], b[4], e[4];
+      noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key, a);
+      const uint64_t next = group + 1;
+      noise_group(static_cast<uint32_t>(next), static_cast<uint32_t>(next >> 32), key, b);
+      pick_lanes(a, b, static_cast<unsigned>(i0 & 3), e);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) eps[4 * w + k] = e[k];
+    }
+  }
+}
+
+// The tile's elements of p (p points at its (c0, 4 * quad)), converted to S; zeros past the
+// sample's last position.  `whole`: all 4 positions are in the sample (always where S % 4 == 0:
+// with Groups::Aligned the compiler drops the checks).
+template <int W, class T, class S>
+__device__ __forceinline__ void load_tile(const T* __restrict__ p, int64_t channels, bool whole,
+                                          int valid, S (&v)[4 * W]) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (whole || k < valid) {
+      const Pack<T, W> pack = *reinterpret_cast<const Pack<T, W>*>(p + k * channels);
+#pragma unroll
+      for (int w = 0; w < W; ++w) v[4 * w + k] = static_cast<S>(pack.v[w]);
+    } else {
+#pragma unroll
+      for (int w = 0; w < W; ++w) v[4 * w + k] = S(0);
+    }
+  }
+}
+
+// An unsigned word of N bytes, for storing a Pack in one access.
+template <int N>
+struct WordOf;
+template <>
+struct WordOf<2> { using type = unsigned short; };
+template <>
+struct WordOf<4> { using type = unsigned int; };
+template <>
+struct WordOf<8> { using type = unsigned long long; };
+
+// *p = pack in one store: nvcc split the plain assignment of a Pack<T, 2> into one store per
+// element.  (This gives 16-bit pairs one 32-bit store; float pairs still get two 32-bit stores,
+// as the noise kernel's float4 gets four.)
+template <class T, int W>
+__device__ __forceinline__ void store_pack(T* __restrict__ p, const Pack<T, W>& pack) {
+  using Word = typename WordOf<sizeof(Pack<T, W>)>::type;
+  Word word;
+  memcpy(&word, &pack, sizeof word);
+  *reinterpret_cast<Word*>(p) = word;
+}
+
+// A whole tile stores (and sums) behind one branch, not one test per position: as with
+// add_step above, the compiler kept the per-position tests on whole tiles otherwise.
+template <int W, class T, class S>
+__device__ __forceinline__ void store_tile(T* __restrict__ p, int64_t channels, bool whole,
+                                           int valid, const S (&v)[4 * W]) {
+  Pack<T, W> pack[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+#pragma unroll
+    for (int w = 0; w < W; ++w) pack[k].v[w] = static_cast<T>(v[4 * w + k]);
+  if (whole) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) store_pack(p + k * channels, pack[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (k < valid) store_pack(p + k * channels, pack[k]);
+  }
+}
+
+template <int W, class S>
+__device__ __forceinline__ void add_tile(S& sum, const S (&v)[4 * W], bool whole, int valid) {
+  if (whole) {
+#pragma unroll
+    for (int j = 0; j < 4 * W; ++j) sum += v[j];
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4 * W; ++j)
+      if (j % 4 < valid) sum += v[j];
+  }
+}
+
+// Resident blocks the float and 16-bit forward kernels are held to, as above: 5 (62%
+// occupancy, 51 registers) for one channel per tile; 4 (50%, 64 registers) for pairs, which
+// spilled 24 bytes at 5 (8 elements and four addresses per tensor).
+template <class T, int W>
+constexpr int kLastForwardMinBlocks = sizeof(T) > 4 ? 0 : W == 2 ? 4 : 5;
+
+template <class T, class S, int W, Groups G>
+__global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
+    forward_last_kernel(const T* __restrict__ x, const T* __restrict__ logit, T* __restrict__ z,
+                        S* __restrict__ kl_partials, LastShape shape, SeedRef seed,
+                        uint64_t offset, Params<S> p, const S* mu, const S* sigma) {
+  constexpr int N = 4 * W;
+  using Reduce = cub::BlockReduce<S, kThreads>;
+  __shared__ typename Reduce::TempStorage reduce_storage;
+  p.set_prior(*mu, *sigma);
+  const StreamKey key(read_seed(seed), offset);
+  const bool groups_aligned = shape.groups_aligned();
+  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) {
+    const int64_t base = b * shape.per_sample();
+    S kl_sum = 0;
+    for_each_tile(shape, blockIdx.x, gridDim.x, threadIdx.x, [&](const Tile& tile) {
+      with_noise_flag_known(p, [&](const Params<S>& p) {
+        const int64_t at = base + tile.row;
+        const bool whole = G == Groups::Aligned || tile.whole();
+        float eps[N];
+        tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions,
+                         groups_aligned, key, p.apply_noise, eps);
+        S xv[N], lv[N], zv[N], klv[N];
+        load_tile<W>(x + at, shape.channels, whole, tile.valid, xv);
+        load_tile<W>(logit + at, shape.channels, whole, tile.valid, lv);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+          const ForwardOut<S> out = forward_element(xv[k], lv[k], static_cast<S>(eps[k]), p);
+          zv[k] = out.z;
+          klv[k] = out.kl;
+        }
+        store_tile<W>(z + at, shape.channels, whole, tile.valid, zv);
+        add_tile<W>(kl_sum, klv, whole, tile.valid);
+      });
+    });
+    const S block_sum = Reduce(reduce_storage).Sum(kl_sum);
+    if (threadIdx.x == 0) kl_partials[partial_slot(b, gridDim.x, blockIdx.x)] = block_sum;
+    __syncthreads();  // reduce_storage is reused for the next sample
+  });
+}
+
+template <class T, class S, int W, Groups G>
+__global__ void __launch_bounds__(kThreads)
+    backward_last_kernel(const T* __restrict__ grad_z, const S* __restrict__ grad_kl,
+                         const T* __restrict__ x, const T* __restrict__ logit,
+                         T* __restrict__ grad_x, T* __restrict__ grad_logit,
+                         S* __restrict__ prior_partials, LastShape shape, SeedRef seed,
+                         uint64_t offset, Params<S> p, const S* mu, const S* sigma) {
+  constexpr int N = 4 * W;
+  using Reduce = cub::BlockReduce<S, kThreads>;
+  __shared__ typename Reduce::TempStorage reduce_storage;
+  p.set_prior(*mu, *sigma);
+  const StreamKey key(read_seed(seed), offset);
+  const bool groups_aligned = shape.groups_aligned();
+  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) {
+    const int64_t base = b * shape.per_sample();
+    const S weight = grad_kl[b];
+    S dmu_sum = 0, dsigma_sum = 0;
+    for_each_tile(shape, blockIdx.x, gridDim.x, threadIdx.x, [&](const Tile& tile) {
+      with_noise_flag_known(p, [&](const Params<S>& p) {
+        const int64_t at = base + tile.row;
+        const bool whole = G == Groups::Aligned || tile.whole();
+        float eps[N];
+        tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions,
+                         groups_aligned, key, p.apply_noise, eps);
+        S gzv[N], xv[N], lv[N], gxv[N], glv[N], dmuv[N], dsigmav[N];
+        load_tile<W>(grad_z + at, shape.channels, whole, tile.valid, gzv);
+        load_tile<W>(x + at, shape.channels, whole, tile.valid, xv);
+        load_tile<W>(logit + at, shape.channels, whole, tile.valid, lv);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+          const BackwardOut<S> out =
+              backward_element(gzv[k], weight, xv[k], lv[k], static_cast<S>(eps[k]), p);
+          gxv[k] = out.grad_x;
+          glv[k] = out.grad_logit;
+          dmuv[k] = out.dmu;
+          dsigmav[k] = out.dsigma;
+        }
+        store_tile<W>(grad_x + at, shape.channels, whole, tile.valid, gxv);
+        store_tile<W>(grad_logit + at, shape.channels, whole, tile.valid, glv);
+        add_tile<W>(dmu_sum, dmuv, whole, tile.valid);
+        add_tile<W>(dsigma_sum, dsigmav, whole, tile.valid);
+      });
+    });
+    if (prior_partials != nullptr) {
+      const S dmu_block = Reduce(reduce_storage).Sum(dmu_sum);
+      __syncthreads();
+      const S dsigma_block = Reduce(reduce_storage).Sum(dsigma_sum);
+      if (threadIdx.x == 0) {
+        S* out = prior_partials + 2 * partial_slot(b, gridDim.x, blockIdx.x);
+        out[0] = weight * dmu_block;
+        out[1] = weight * dsigma_block;
+      }
+      __syncthreads();
+    }
+  });
+}
+
+}  // namespace
+
+int blocks_per_sample(const LastShape& shape) {
+  return blocks_per_sample_of(shape, resident_blocks());
+}
+
+template <class T, class S>
+void launch_forward_last(const T* x, const T* logit, T* z, S* kl_partials, LastShape shape,
+                         int blocks, SeedRef seed, uint64_t offset, const Params<S>& params,
+                         const S* mu, const S* sigma, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(grid_rows(shape.samples)));
+  // pairs with their Philox groups known at compile time; one channel per tile decides at run time
+  const auto launch = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, stream>>>(x, logit, z, kl_partials, shape, seed, offset, params,
+                                          mu, sigma);
+  };
+  if constexpr (sizeof(T) <= 4) {
+    if (shape.width == 2 && shape.groups_aligned())
+      launch(forward_last_kernel<T, S, 2, Groups::Aligned>);
+    else if (shape.width == 2)
+      launch(forward_last_kernel<T, S, 2, Groups::Straddling>);
+  }
+  if (shape.width == 1) launch(forward_last_kernel<T, S, 1, Groups::AtRunTime>);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <class T, class S>
+void launch_backward_last(const T* grad_z, const S* grad_kl, const T* x, const T* logit,
+                          T* grad_x, T* grad_logit, S* prior_partials, LastShape shape,
+                          int blocks, SeedRef seed, uint64_t offset, const Params<S>& params,
+                          const S* mu, const S* sigma, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(grid_rows(shape.samples)));
+  const auto launch = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, stream>>>(grad_z, grad_kl, x, logit, grad_x, grad_logit,
+                                          prior_partials, shape, seed, offset, params, mu, sigma);
+  };
+  if constexpr (sizeof(T) <= 4) {
+    if (shape.width == 2 && shape.groups_aligned())
+      launch(backward_last_kernel<T, S, 2, Groups::Aligned>);
+    else if (shape.width == 2)
+      launch(backward_last_kernel<T, S, 2, Groups::Straddling>);
+  }
+  if (shape.width == 1) launch(backward_last_kernel<T, S, 1, Groups::AtRunTime>);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+#define INFODROP_INSTANTIATE_LAST(T, S)                                                        \
+  template void launch_forward_last<T, S>(const T*, const T*, T*, S*, LastShape, int, SeedRef, \
+                                          uint64_t, const Params<S>&, const S*, const S*,      \
+                                          cudaStream_t);                                        \
+  template void launch_backward_last<T, S>(const T*, const S*, const T*, const T*, T*, T*, S*, \
+                                           LastShape, int, SeedRef, uint64_t,                  \
+                                           const Params<S>&, const S*, const S*, cudaStream_t);
+INFODROP_INSTANTIATE_LAST(float, float)
+INFODROP_INSTANTIATE_LAST(double, double)
+INFODROP_INSTANTIATE_LAST(c10::Half, float)
+INFODROP_INSTANTIATE_LAST(c10::BFloat16, float)
+#undef INFODROP_INSTANTIATE_LAST
+
 }  // namespace cuda
 }  // namespace infodrop

@@ -46,5 +46,21 @@ void launch_backward(const T* grad_z, const S* grad_kl, const T* x, const T* log
 void launch_noise(float* out, int64_t n, uint64_t start, bool aligned, SeedRef seed,
                   uint64_t offset, cudaStream_t stream);
 
+// The same ops on channels-last samples (walker.h's LastShape: `shape.width` channels per tile;
+// pairs need pointers aligned to two elements), walked in place; partial sums as above, with
+// blocks_per_sample(shape) blocks per sample.
+int blocks_per_sample(const LastShape& shape);
+
+template <class T, class S>
+void launch_forward_last(const T* x, const T* logit, T* z, S* kl_partials, LastShape shape,
+                         int blocks, SeedRef seed, uint64_t offset, const Params<S>& params,
+                         const S* mu, const S* sigma, cudaStream_t stream);
+
+template <class T, class S>
+void launch_backward_last(const T* grad_z, const S* grad_kl, const T* x, const T* logit,
+                          T* grad_x, T* grad_logit, S* prior_partials, LastShape shape,
+                          int blocks, SeedRef seed, uint64_t offset, const Params<S>& params,
+                          const S* mu, const S* sigma, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace infodrop

@@ -58,6 +58,18 @@ Shape shape_of(const Tensor& x) {
   return {samples, samples == 0 ? 0 : x.numel() / samples};
 }
 
+// The channels-last walk of x (walker.h's LastShape): pairs of channels where the pointers are
+// aligned to two elements.
+LastShape last_shape_of(const Tensor& x, const SampleLayout& layout,
+                        std::initializer_list<const Tensor*> tensors) {
+  TORCH_CHECK(layout.channels < (int64_t{1} << 31),
+              "infodrop (cuda): channels_last x must have fewer than 2^31 channels, got ",
+              layout.channels);
+  const int element_bytes = static_cast<int>(x.element_size());
+  return last_shape(x.size(0), layout.channels, layout.positions, element_bytes,
+                    aligned_to(2 * static_cast<uintptr_t>(element_bytes), tensors));
+}
+
 template <class S>
 Params<S> make_params(const OpOptions& o) {
   Params<S> p;  // mu and sigma: set by the kernel from device memory
@@ -81,10 +93,14 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_log
   check_on_device_of(sigma, x, "sigma");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::ScalarType acc = kl_dtype(x.scalar_type());
-  ForwardIO io = forward_io(x, alpha_logit, ChannelsLast::Copied);
+  ForwardIO io = forward_io(x, alpha_logit, ChannelsLast::InPlace);
   const Shape shape = shape_of(x);
   if (x.numel() == 0) return {io.z.result, at::zeros({shape.samples}, x.options().dtype(acc))};
-  const int blocks = blocks_per_sample(shape, static_cast<int>(x.element_size()));
+  const bool last = io.layout.channels_last;
+  const LastShape tiles = last ? last_shape_of(x, io.layout, {&io.x, &io.logit, &io.z.work})
+                               : LastShape{};
+  const int blocks = last ? blocks_per_sample(tiles)
+                          : blocks_per_sample(shape, static_cast<int>(x.element_size()));
   Tensor partials = at::empty({shape.samples, blocks}, x.options().dtype(acc));
   const Tensor mu_c = mu.to(acc).contiguous(), sigma_c = sigma.to(acc).contiguous();
   const SeedRef seed_arg = seed_ref(seed, x);
@@ -92,6 +108,14 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_log
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "infodrop_forward_cuda", [&] {
     using S = Compute<scalar_t>;
+    if (last) {
+      launch_forward_last<scalar_t, S>(
+          io.x.const_data_ptr<scalar_t>(), io.logit.const_data_ptr<scalar_t>(),
+          io.z.work.data_ptr<scalar_t>(), partials.data_ptr<S>(), tiles, blocks, seed_arg,
+          static_cast<uint64_t>(offset), make_params<S>(o), mu_c.const_data_ptr<S>(),
+          sigma_c.const_data_ptr<S>(), stream);
+      return;
+    }
     launch_forward<scalar_t, S>(
         io.x.const_data_ptr<scalar_t>(), io.logit.const_data_ptr<scalar_t>(),
         io.z.work.data_ptr<scalar_t>(), partials.data_ptr<S>(), shape, blocks,
@@ -116,13 +140,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
     check_on_device_of(*t, x, name);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::ScalarType acc = kl_dtype(x.scalar_type());
-  BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit, ChannelsLast::Copied);
+  BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit, ChannelsLast::InPlace);
   const Shape shape = shape_of(x);
   if (x.numel() == 0)
     return {io.grad_x.result, io.grad_logit.result, at::zeros_like(mu), at::zeros_like(sigma)};
   // Only the log-normal prior depends on mu and sigma.
   const bool prior_grads = o.prior == Prior::LogNormal;
-  const int blocks = blocks_per_sample(shape, static_cast<int>(x.element_size()));
+  const bool last = io.layout.channels_last;
+  const LastShape tiles =
+      last ? last_shape_of(x, io.layout,
+                           {&io.grad_z, &io.x, &io.logit, &io.grad_x.work, &io.grad_logit.work})
+           : LastShape{};
+  const int blocks = last ? blocks_per_sample(tiles)
+                          : blocks_per_sample(shape, static_cast<int>(x.element_size()));
   Tensor prior_partials;
   if (prior_grads) prior_partials = at::empty({shape.samples, blocks, 2}, x.options().dtype(acc));
   const Tensor mu_c = mu.to(acc).contiguous(), sigma_c = sigma.to(acc).contiguous();
@@ -131,6 +161,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "infodrop_backward_cuda", [&] {
     using S = Compute<scalar_t>;
+    if (last) {
+      launch_backward_last<scalar_t, S>(
+          io.grad_z.const_data_ptr<scalar_t>(), io.grad_kl.const_data_ptr<S>(),
+          io.x.const_data_ptr<scalar_t>(), io.logit.const_data_ptr<scalar_t>(),
+          io.grad_x.work.data_ptr<scalar_t>(), io.grad_logit.work.data_ptr<scalar_t>(),
+          prior_grads ? prior_partials.data_ptr<S>() : nullptr, tiles, blocks, seed_arg,
+          static_cast<uint64_t>(offset), make_params<S>(o), mu_c.const_data_ptr<S>(),
+          sigma_c.const_data_ptr<S>(), stream);
+      return;
+    }
     launch_backward<scalar_t, S>(
         io.grad_z.const_data_ptr<scalar_t>(), io.grad_kl.const_data_ptr<S>(),
         io.x.const_data_ptr<scalar_t>(), io.logit.const_data_ptr<scalar_t>(),

@@ -35,18 +35,25 @@ INFODROP_HD int64_t grid_rows(int64_t samples, int64_t max_rows = kMaxGridY) {
   return samples < max_rows ? samples : max_rows;
 }
 
-// Blocks per sample (gridDim.x) when `resident_blocks` blocks fit on the GPU at once: enough
-// for the sample's steps, but no more than a share of the resident blocks per grid row.
-INFODROP_HD int blocks_per_sample_of(const Shape& shape, int element_bytes, int resident_blocks,
-                                     int64_t max_rows = kMaxGridY) {
-  // +2: a sample can begin and end inside a step
-  const int64_t steps = shape.per_sample / elements_per_step(element_bytes) + 2;
+// Blocks per sample (gridDim.x) for `steps` thread steps per sample when `resident_blocks`
+// blocks fit on the GPU at once: enough for the sample's steps, but no more than a share of the
+// resident blocks per grid row.
+INFODROP_HD int blocks_for_steps(int64_t steps, int64_t samples, int resident_blocks,
+                                 int64_t max_rows = kMaxGridY) {
   const int64_t wanted = (steps + kThreads - 1) / kThreads;
-  const int64_t rows = grid_rows(shape.samples, max_rows);
+  const int64_t rows = grid_rows(samples, max_rows);
   const int64_t share = resident_blocks / (rows > 1 ? rows : 1);
   const int64_t budget = share > 1 ? share : 1;
   const int64_t blocks = wanted < budget ? wanted : budget;
   return static_cast<int>(blocks > 1 ? blocks : 1);
+}
+
+// Blocks per sample of the walk over contiguous samples (SampleSteps below).
+INFODROP_HD int blocks_per_sample_of(const Shape& shape, int element_bytes, int resident_blocks,
+                                     int64_t max_rows = kMaxGridY) {
+  // +2: a sample can begin and end inside a step
+  const int64_t steps = shape.per_sample / elements_per_step(element_bytes) + 2;
+  return blocks_for_steps(steps, shape.samples, resident_blocks, max_rows);
 }
 
 // Calls f(b) for each sample b of grid row `row` of `rows` (blockIdx.y of gridDim.y).
@@ -134,6 +141,98 @@ INFODROP_HD void for_each_group(const NoiseGroups& groups, unsigned block, unsig
   for (uint64_t t = static_cast<uint64_t>(block) * kThreads + thread; t < groups.count;
        t += stride)
     f(groups.first + t);
+}
+
+// ---- The walk over channels-last samples (infodrop/layout.h) -------------------------------
+//
+// Element (c, s) of a sample (channel c, position s) lies at memory offset s * C + c and has the
+// logical index c * S + s, from which its noise is drawn.  A thread step takes a tile: `width`
+// adjacent channels x 4 adjacent positions (a quad).  The 4 elements of one channel in a tile
+// are logically consecutive, so they need one Philox group where every channel starts on one
+// (S % 4 == 0), two otherwise; and consecutive threads take consecutive channel groups of the
+// same quad, so that for each position a warp reads and writes adjacent memory (coalesced).
+// Width 2 ("pairs": one 2-element access per position, 4 bytes for 16-bit types) where C is
+// even; width 1 otherwise.
+
+struct LastShape {
+  int64_t samples, channels, positions;
+  int width;  // channels per tile: 2 or 1
+
+  INFODROP_HD int64_t per_sample() const { return channels * positions; }
+  // channel groups per quad (width is 1 or 2: a shift, not a 64-bit division on the GPU)
+  INFODROP_HD int64_t groups() const { return width == 2 ? channels >> 1 : channels; }
+  INFODROP_HD int64_t quads() const { return (positions + 3) / 4; }
+  INFODROP_HD int64_t tiles() const { return groups() * quads(); }  // thread steps per sample
+  // Whether every channel of every sample starts a Philox group: (b * C + c) * S % 4 == 0.
+  INFODROP_HD bool groups_aligned() const { return positions % 4 == 0; }
+};
+
+// The walk of a channels-last launch: pairs where C is even, the element type has at most 4
+// bytes and the pointers are aligned to two elements (`pairs_aligned`; then every pair is, as
+// its offset b * C * S + s * C + c is even).
+INFODROP_HD LastShape last_shape(int64_t samples, int64_t channels, int64_t positions,
+                                 int element_bytes, bool pairs_aligned) {
+  const bool pairs = element_bytes <= 4 && channels % 2 == 0 && pairs_aligned;
+  return {samples, channels, positions, pairs ? 2 : 1};
+}
+
+INFODROP_HD int blocks_per_sample_of(const LastShape& shape, int resident_blocks,
+                                     int64_t max_rows = kMaxGridY) {
+  return blocks_for_steps(shape.tiles(), shape.samples, resident_blocks, max_rows);
+}
+
+// One tile of a sample.  Element (w, k), w < width, k < valid: channel c0 + w, position
+// 4 * quad + k, at memory offset row + k * C + w and logical index logical + w * S + k.
+struct Tile {
+  int64_t row;      // memory offset of (c0, 4 * quad) in the sample
+  int64_t logical;  // logical index of (c0, 4 * quad) in the sample
+  int valid;        // positions in the tile: 4, or fewer in the last quad when S % 4 != 0
+
+  INFODROP_HD Tile(const LastShape& shape, int64_t quad, int64_t group)
+      : row(4 * quad * shape.channels + group * shape.width),
+        logical(group * shape.width * shape.positions + 4 * quad),
+        valid(shape.positions - 4 * quad < 4 ? static_cast<int>(shape.positions - 4 * quad) : 4) {}
+
+  INFODROP_HD bool whole() const { return valid == 4; }
+};
+
+// Calls f(tile) for the tiles of one sample that thread `thread` of block `block` of `blocks`
+// takes: a grid-stride loop over tile t = quad * groups + group, kept as (quad, group) so that
+// the loop divides nothing.  The two divisions before it are 32-bit (a 64-bit division is a
+// long subroutine on the GPU): a thread's first tile and the grid stride are below 2^32 (a
+// sample gets at most the resident blocks, blocks_for_steps), and so are the groups
+// (ops_cuda.cpp checks C < 2^31).
+template <class F>
+INFODROP_HD void for_each_tile(const LastShape& shape, unsigned block, unsigned blocks,
+                               unsigned thread, F&& f) {
+  const uint32_t first = block * kThreads + thread, stride = blocks * kThreads;
+  const uint32_t groups = static_cast<uint32_t>(shape.groups());
+  const int64_t quads = shape.quads(), stride_quads = stride / groups;
+  const uint32_t stride_groups = stride % groups;
+  int64_t quad = first / groups;
+  uint32_t group = first % groups;
+  while (quad < quads) {
+    f(Tile(shape, quad, group));
+    quad += stride_quads;
+    group += stride_groups;
+    if (group >= groups) {
+      group -= groups;
+      ++quad;
+    }
+  }
+}
+
+// The noise of 4 logically consecutive elements from index i0 on, where i0 % 4 = r is not known
+// to be 0: lanes r .. 3 of group i0 / 4 (`a`) and 0 .. r - 1 of the next (`b`), picked by two
+// conditional shifts (no indexing by a variable, which would put the arrays in local memory).
+template <class E>
+INFODROP_HD void pick_lanes(const E (&a)[4], const E (&b)[4], unsigned r, E (&out)[4]) {
+  const E joined[8] = {a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]};
+  E shifted[5];
+  INFODROP_UNROLL
+  for (int j = 0; j < 5; ++j) shifted[j] = (r & 2) ? joined[j + 2] : joined[j];
+  INFODROP_UNROLL
+  for (int k = 0; k < 4; ++k) out[k] = (r & 1) ? shifted[k + 1] : shifted[k];
 }
 
 }  // namespace cuda
