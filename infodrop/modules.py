@@ -19,6 +19,7 @@ from . import functional
 from ._backends import check_backend_name
 from ._checks import check_options
 from ._spec import ACTIVATION_OUTPUT, PRIOR_SIGMA_FLOOR, PRIORS_THAT_FIT, X_FLOOR, kl_dtype
+from ._tracing import exporting
 
 REDUCTIONS = ("none", "mean", "sum")
 _PRIOR_UNITS = 1 << 16  # the units of a call that the prior's moment match reads (see below)
@@ -162,15 +163,23 @@ class InformationDropout(nn.Module):
         # the same call again: it neither moves the prior nor records its KL twice.
         recompute = not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
         training = self.training
+        follow_prior = self.learn_prior and training and not recompute
+        mu, sigma = self.mu, self.sigma
+        if follow_prior:
+            # _follow_prior updates the buffers in place after this call, and the op saves mu
+            # and sigma for its backward: it gets copies (one stack), so that this call's
+            # backward, and that of an earlier call of the same pass, read the values they ran
+            # with rather than failing the saved tensors' version check
+            mu, sigma = torch.stack((mu, sigma)).unbind()
         try:
             z, kl = functional.information_dropout(
                 x, alpha_logit, prior=self.prior, max_alpha=self.max_alpha,
-                alpha_min=self.alpha_min, mu=self.mu, sigma=self.sigma,
+                alpha_min=self.alpha_min, mu=mu, sigma=sigma,
                 mask_inactive=self.mask_inactive, unit_mean=self.unit_mean, training=training,
                 noise_in_eval=self.noise_in_eval, backend=self.backend)
         except (TypeError, ValueError, RuntimeError) as error:
             raise _named_error(self, error) from error
-        if self.learn_prior and training and not recompute:
+        if follow_prior:
             self._follow_prior(x, alpha_logit)
         weight = self._kl_weight
         if weight is None:
@@ -187,7 +196,7 @@ class InformationDropout(nn.Module):
                 z = _ApplyKLGradient.apply(z, kl, weight)
             kl = kl.detach()
         # an exported program has no Python attributes to record into: its KL lives in the graph
-        if not (recompute or torch.compiler.is_exporting()):
+        if not (recompute or exporting()):
             _set(self, "_kl_calls", self._kl_calls + (kl,) if self._kl_depth else (kl,))
         return z
 
@@ -195,8 +204,9 @@ class InformationDropout(nn.Module):
     def _follow_prior(self, x, alpha_logit):
         """Move mu and sigma towards the minimiser of this call's summed log-normal KL, estimated
         on the call's first samples (at most _PRIOR_UNITS units: the moving average over calls
-        does the rest, at a small fraction of the op's cost).  New tensors, not in-place updates:
-        this call, and an earlier one of the same pass, saved the old values for the backward."""
+        does the rest, at a small fraction of the op's cost).  In place: a buffer replaced by a
+        tensor made inside a compiled region is module state that a CUDA graph's next replay
+        overwrites (mode="reduce-overhead"); forward() hands the op copies for this reason."""
         if x.numel() == 0:
             return
         samples = max(1, min(x.shape[0], _PRIOR_UNITS // (x.numel() // x.shape[0])))
@@ -211,8 +221,8 @@ class InformationDropout(nn.Module):
                            self.prior_momentum).sqrt().clamp_min(PRIOR_SIGMA_FLOOR)
         # an inf or NaN in x leaves the prior where it was (without a device sync)
         finite = torch.isfinite(mu) & torch.isfinite(sigma)
-        self.mu = torch.where(finite, mu, self.mu).to(self.mu.dtype)
-        self.sigma = torch.where(finite, sigma, self.sigma).to(self.sigma.dtype)
+        self.mu.copy_(torch.where(finite, mu, self.mu))
+        self.sigma.copy_(torch.where(finite, sigma, self.sigma))
 
     @property
     def kl(self):
