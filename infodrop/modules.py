@@ -109,6 +109,9 @@ class InformationDropout(nn.Module):
     """
 
     _one_layer_call_per_call = True  # kl_divergence(layer) is exact untracked (its docstring)
+    # whether _kl_calls holds a call made outside any tracked pass; a class default, so that
+    # layers pickled before it existed load
+    _kl_untracked = False
 
     def __init__(self, prior="log_uniform", max_alpha=0.7, alpha_min=1e-3, mu=0.0, sigma=1.0,
                  learn_prior=True, mask_inactive=False, unit_mean=False, noise_in_eval=False,
@@ -141,7 +144,6 @@ class InformationDropout(nn.Module):
             self.mu, self.sigma = 0.0, 1.0  # unused by the log-uniform KL
         self._kl_calls = ()  # the KLs of this layer's calls in the current pass
         self._kl_depth = 0  # how many tracked passes around this layer are open
-        self._kl_untracked = False  # whether _kl_calls is a call outside any tracked pass
 
     @property
     def kl_weight(self):
