@@ -31,17 +31,27 @@ using torch::autograd::variable_list;
 
 // The gradients of the backward op are not differentiable themselves.  Without this, double
 // backward would silently return None second derivatives (PyTorch only warns that the op has
-// no autograd kernel); with it, differentiating them raises an error that names the op, as
-// torch.autograd.function.once_differentiable does for Python functions.
-variable_list once_differentiable(variable_list grads, bool any_input_requires_grad) {
-  if (!at::GradMode::is_enabled() || !any_input_requires_grad) return grads;
+// no autograd kernel); with it, differentiating them raises an error that names the op.  The
+// error node's next edges are those of the backward's differentiable inputs (grad_z, grad_kl,
+// x, alpha_logit, mu, sigma), not of detached copies of the gradients as DelayedError leaves
+// them: the engine runs only nodes on a path to what it is asked for, so
+// torch.autograd.grad(..., inputs=x, allow_unused=True) and gradgradcheck returned None/zeros.
+variable_list once_differentiable(variable_list grads, const variable_list& inputs) {
+  if (!at::GradMode::is_enabled() || !torch::autograd::compute_requires_grad(inputs))
+    return grads;
   for (Tensor& g : grads)
     if (g.defined()) g = g.detach().set_requires_grad(true);
   torch::autograd::DelayedError error(
       "infodrop::information_dropout: its gradients are not differentiable (no double "
       "backward); use backend='reference' for higher-order derivatives",
       static_cast<int64_t>(grads.size()));
-  return error.apply(std::move(grads));
+  variable_list out = error.apply(std::move(grads));
+  for (const Tensor& g : out)  // one Error node for all of them (DelayedError made one)
+    if (g.defined()) {
+      g.grad_fn()->set_next_edges(torch::autograd::collect_next_edges(inputs));
+      break;
+    }
+  return out;
 }
 
 // The graph node of one call: its next edges are those of x, alpha_logit, mu and sigma, in
@@ -80,10 +90,7 @@ struct InformationDropoutBackward : public torch::autograd::TraceableFunction {
           prior, max_alpha, alpha_min, mask_inactive, unit_mean, apply_noise);
       out = variable_list{grad_x, grad_logit, grad_mu, grad_sigma};
     }
-    bool any_requires_grad = false;
-    const Tensor* inputs[] = {&grad_z, &grad_kl, &x_, &logit_, &mu_, &sigma_};
-    for (const Tensor* t : inputs) any_requires_grad |= t->requires_grad();
-    return once_differentiable(std::move(out), any_requires_grad);
+    return once_differentiable(std::move(out), {grad_z, grad_kl, x_, logit_, mu_, sigma_});
   }
 };
 

@@ -11,16 +11,16 @@ from . import _ops
 NAMES = ("cuda", "triton", "cpu", "reference")
 
 
-@functools.cache
-def _triton_importable() -> bool:
-    # once per process: find_spec walks the import path with filesystem calls (~25 us), which
-    # every layer call paid when backend resolution asked it
-    return importlib.util.find_spec("triton") is not None
-
-
-def _triton_interpreted() -> bool:
-    """Triton runs its kernels on the CPU (numpy) when TRITON_INTERPRET=1: slow, for tests."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
+# What resolve() needs to know of the installation, decided once at import: resolve() runs
+# inside the code that torch.compile traces (every layer call), where dynamo refuses or merely
+# tolerates importlib, lru_cache wrappers and environment reads (torch 2.11 fails
+# fullgraph=True on importlib.util.find_spec).  Constants are read as constants of the graph.
+# TRITON_IMPORTABLE: find_spec walks the import path with filesystem calls (~25 us), which every
+# layer call paid when backend resolution asked it.
+TRITON_IMPORTABLE = importlib.util.find_spec("triton") is not None
+# Triton runs its kernels on the CPU (numpy) when TRITON_INTERPRET=1: slow, for tests.  Triton
+# itself reads it when it is imported, so a later change of the environment changes nothing.
+TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def backends(detail: bool = False) -> dict:
@@ -35,13 +35,13 @@ def backends(detail: bool = False) -> dict:
     {"arch": "sm_90", "ok": bool, "why": str}, or None without a GPU or triton (a few seconds,
     once per process: importing triton does not show that it supports the GPU)."""
     gpu = torch.cuda.is_available()
-    triton_importable = _triton_importable()
+    triton_importable = TRITON_IMPORTABLE
     built = {"cpu": _ops.COMPILED, "cuda": _ops.CUDA_BUILT, "triton": triton_importable,
              "reference": True}
     runs = {
         "cpu": built["cpu"],
         "cuda": built["cuda"] and gpu,
-        "triton": triton_importable and (gpu or _triton_interpreted()),
+        "triton": triton_importable and (gpu or TRITON_INTERPRETED),
         "reference": True,
     }
     if not detail:
@@ -78,7 +78,7 @@ def _runs_on(backend: str, device: torch.device) -> bool:
     if backend == "reference":
         return True
     if backend == "triton":  # CPU tensors only in the interpreter
-        return device.type == "cuda" or _triton_interpreted()
+        return device.type == "cuda" or TRITON_INTERPRETED
     return device.type == ("cuda" if backend == "cuda" else "cpu")
 
 
@@ -90,7 +90,7 @@ def _auto(device: torch.device) -> str:
     if device.type == "cuda":
         if _ops.CUDA_BUILT:
             return "cuda"
-        return "triton" if _triton_importable() else "reference"
+        return "triton" if TRITON_IMPORTABLE else "reference"
     return "reference"
 
 

@@ -40,6 +40,8 @@ class InfoDropout(nn.Module):
     in ``.kl``.  Like ``nn.Dropout`` the noise is on in training mode only.
     """
 
+    _one_layer_call_per_call = True  # kl_divergence of it is exact untracked (modules.py)
+
     def __init__(self, num_features, dim=1, init_alpha=None, *, device=None, dtype=None, **options):
         super().__init__()
         if type(num_features) is not int or num_features < 1:

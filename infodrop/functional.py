@@ -9,6 +9,7 @@ from ._backends import resolve
 from ._checks import check_options, check_tensor_pair, check_u64
 from ._per_rank import fold_rank
 from ._spec import kl_dtype
+from ._tracing import exporting
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -93,7 +94,7 @@ def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
         offset_bits = fold_rank(offset_bits)
     device = x.device
     chosen = resolve(backend, device)
-    if not apply_noise and torch.compiler.is_exporting():
+    if not apply_noise and exporting():
         # z = x and a KL of plain torch ops: the exported graph (torch.export, ONNX) needs no
         # custom op where none is needed; eager calls keep the one fused call
         chosen = "reference"

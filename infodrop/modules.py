@@ -1,12 +1,13 @@
 """nn.Modules: the Information Dropout layer, the conv/linear blocks of the paper's Table 2, and
 the KL of a forward pass (track_kl, kl_divergence).
 
-The KL of a forward pass.  A model whose forward is *tracked* (:func:`track_kl`, which the
-first :func:`kl_divergence` call runs and a converter should run) opens a pass on each call:
+The KL of a forward pass.  A model whose forward is *tracked* (:func:`track_kl`, to call
+before its first forward; :func:`infodrop.convert` runs it) opens a pass on each call:
 every :class:`InformationDropout` layer under it drops what it held and records the KL of each
 of its calls in this pass (a layer called twice holds both; a layer not called holds nothing,
 so neither a skipped layer nor an earlier eval forward leaks into the sum).  A layer called
-outside any tracked pass holds its last call's KL only.  Nothing of this is in ``state_dict``,
+outside any tracked pass holds its last call's KL only (and :func:`kl_divergence` of a model
+whose layers did so raises).  Nothing of this is in ``state_dict``,
 and ``deepcopy``/``pickle`` leave the KL tensors (graph tensors) behind.
 """
 
@@ -19,6 +20,7 @@ from . import functional
 from ._backends import check_backend_name
 from ._checks import check_options
 from ._spec import ACTIVATION_OUTPUT, PRIOR_SIGMA_FLOOR, PRIORS_THAT_FIT, X_FLOOR, kl_dtype
+from ._tracing import exporting
 
 REDUCTIONS = ("none", "mean", "sum")
 _PRIOR_UNITS = 1 << 16  # the units of a call that the prior's moment match reads (see below)
@@ -106,6 +108,11 @@ class InformationDropout(nn.Module):
     Errors raised inside the call name the layer and its options.
     """
 
+    _one_layer_call_per_call = True  # kl_divergence(layer) is exact untracked (its docstring)
+    # whether _kl_calls holds a call made outside any tracked pass; a class default, so that
+    # layers pickled before it existed load
+    _kl_untracked = False
+
     def __init__(self, prior="log_uniform", max_alpha=0.7, alpha_min=1e-3, mu=0.0, sigma=1.0,
                  learn_prior=True, mask_inactive=False, unit_mean=False, noise_in_eval=False,
                  backend="auto", *, kl_weight=None, prior_momentum=0.1, device=None, dtype=None):
@@ -162,15 +169,23 @@ class InformationDropout(nn.Module):
         # the same call again: it neither moves the prior nor records its KL twice.
         recompute = not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
         training = self.training
+        follow_prior = self.learn_prior and training and not recompute
+        mu, sigma = self.mu, self.sigma
+        if follow_prior:
+            # _follow_prior updates the buffers in place after this call, and the op saves mu
+            # and sigma for its backward: it gets copies (one stack), so that this call's
+            # backward, and that of an earlier call of the same pass, read the values they ran
+            # with rather than failing the saved tensors' version check
+            mu, sigma = torch.stack((mu, sigma)).unbind()
         try:
             z, kl = functional.information_dropout(
                 x, alpha_logit, prior=self.prior, max_alpha=self.max_alpha,
-                alpha_min=self.alpha_min, mu=self.mu, sigma=self.sigma,
+                alpha_min=self.alpha_min, mu=mu, sigma=sigma,
                 mask_inactive=self.mask_inactive, unit_mean=self.unit_mean, training=training,
                 noise_in_eval=self.noise_in_eval, backend=self.backend)
         except (TypeError, ValueError, RuntimeError) as error:
             raise _named_error(self, error) from error
-        if self.learn_prior and training and not recompute:
+        if follow_prior:
             self._follow_prior(x, alpha_logit)
         weight = self._kl_weight
         if weight is None:
@@ -187,16 +202,21 @@ class InformationDropout(nn.Module):
                 z = _ApplyKLGradient.apply(z, kl, weight)
             kl = kl.detach()
         # an exported program has no Python attributes to record into: its KL lives in the graph
-        if not (recompute or torch.compiler.is_exporting()):
-            _set(self, "_kl_calls", self._kl_calls + (kl,) if self._kl_depth else (kl,))
+        if not (recompute or exporting()):
+            if self._kl_depth:
+                _set(self, "_kl_calls", self._kl_calls + (kl,))
+            else:  # no pass to belong to: the last call only (kl_divergence tells them apart)
+                _set(self, "_kl_calls", (kl,))
+                _set(self, "_kl_untracked", True)
         return z
 
     @torch.no_grad()
     def _follow_prior(self, x, alpha_logit):
         """Move mu and sigma towards the minimiser of this call's summed log-normal KL, estimated
         on the call's first samples (at most _PRIOR_UNITS units: the moving average over calls
-        does the rest, at a small fraction of the op's cost).  New tensors, not in-place updates:
-        this call, and an earlier one of the same pass, saved the old values for the backward."""
+        does the rest, at a small fraction of the op's cost).  In place: a buffer replaced by a
+        tensor made inside a compiled region is module state that a CUDA graph's next replay
+        overwrites (mode="reduce-overhead"); forward() hands the op copies for this reason."""
         if x.numel() == 0:
             return
         samples = max(1, min(x.shape[0], _PRIOR_UNITS // (x.numel() // x.shape[0])))
@@ -211,8 +231,8 @@ class InformationDropout(nn.Module):
                            self.prior_momentum).sqrt().clamp_min(PRIOR_SIGMA_FLOOR)
         # an inf or NaN in x leaves the prior where it was (without a device sync)
         finite = torch.isfinite(mu) & torch.isfinite(sigma)
-        self.mu = torch.where(finite, mu, self.mu).to(self.mu.dtype)
-        self.sigma = torch.where(finite, sigma, self.sigma).to(self.sigma.dtype)
+        self.mu.copy_(torch.where(finite, mu, self.mu))
+        self.sigma.copy_(torch.where(finite, sigma, self.sigma))
 
     @property
     def kl(self):
@@ -231,7 +251,7 @@ class InformationDropout(nn.Module):
     def __getstate__(self):
         # deepcopy and pickle: the KLs are graph tensors of one pass, not state of the layer
         state = super().__getstate__()
-        state["_kl_calls"], state["_kl_depth"] = (), 0
+        state["_kl_calls"], state["_kl_depth"], state["_kl_untracked"] = (), 0, False
         return state
 
     def extra_repr(self):
@@ -287,6 +307,8 @@ def _activation_and_prior(block, activation, prior):
 
 class _InfoDropBlock(nn.Module):
     """f = act(norm(main(x))), alpha_logit = alpha_branch(x), z = InformationDropout(f, alpha_logit)."""
+
+    _one_layer_call_per_call = True  # kl_divergence(block) is exact untracked (its docstring)
 
     def __init__(self, main, alpha_branch, norm, activation, prior, dropout_options, factory):
         super().__init__()
@@ -365,6 +387,7 @@ def _open_pass(model, args):
     for layer in model._infodrop_kl_layers:
         if not layer._kl_depth:  # an outer tracked pass keeps what its layers recorded
             _set(layer, "_kl_calls", ())
+            _set(layer, "_kl_untracked", False)
         _set(layer, "_kl_depth", layer._kl_depth + 1)
 
 
@@ -387,10 +410,9 @@ def track_kl(model: nn.Module) -> nn.Module:
     InformationDropout layer under it then holds the KLs of its calls in that pass, and
     :func:`kl_divergence` sums exactly those.  Forward hooks on ``model`` and the list of its
     layers (which deepcopy and pickle carry, state_dict ignores); calling it again updates that
-    list, as each :func:`kl_divergence` call does.  :func:`kl_divergence` calls it on first
-    use, so only its first result follows the older rule (each layer's last call); call it
-    before the first forward, and before torch.compile (which does not see hooks added after it
-    compiles), to have every pass exact.  Returns ``model``."""
+    list, as each :func:`kl_divergence` call does.  Call it before the model's first forward
+    (:func:`kl_divergence` raises for a model whose layers ran untracked), and before
+    torch.compile (which does not see hooks added after it compiles).  Returns ``model``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     _list_layers(model)
@@ -400,9 +422,31 @@ def track_kl(model: nn.Module) -> nn.Module:
     return model
 
 
+def _check_tracked(model):
+    """Raises if ``model`` is not tracked and any of its layers holds a call made outside any
+    tracked pass: which of them ran in the model's last pass is then unknown (tracking it now
+    would make only later passes exact)."""
+    if not isinstance(model, nn.Module) or _open_pass in model._forward_pre_hooks.values():
+        return
+    untracked = [name for name, m in model.named_modules()
+                 if isinstance(m, InformationDropout) and m._kl_untracked and m._kl_calls]
+    if untracked:
+        raise RuntimeError(
+            f"kl_divergence: the model was not tracked when its InformationDropout layers "
+            f"{untracked} ran, so which of them ran in its last forward pass is unknown (a layer "
+            "that pass skipped still holds an earlier call's KL): call infodrop.track_kl(model) "
+            "once before its first forward pass (infodrop.convert does)")
+
+
 def kl_divergence(model: nn.Module, reduction: str = "none") -> torch.Tensor:
     """The KL of ``model``'s last forward pass, summed over its InformationDropout layers and
     over each layer's calls in that pass (module docstring; tracks ``model`` on first use).
+
+    A model that ran untracked is an error (RuntimeError): its layers hold each its last call,
+    and a layer that the last pass skipped would add an earlier pass's KL.  Call
+    :func:`track_kl` before its first forward (:func:`infodrop.convert` does).  A layer, a
+    block (InfoDropConv2d, InfoDropLinear) or an adapter runs its one layer once per call:
+    its last call is its pass, untracked or not.
 
     ``reduction="none"``: per sample, shape (B,) (every call must have the same batch size;
     otherwise a ValueError names the layers); ``"mean"``: the sum over layers and calls of each
@@ -412,6 +456,8 @@ def kl_divergence(model: nn.Module, reduction: str = "none") -> torch.Tensor:
     own backward)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not getattr(model, "_one_layer_call_per_call", False):
+        _check_tracked(model)
     track_kl(model)
     calls = [(m, kl) for m in model._infodrop_kl_layers for kl in m._kl_calls]
     if not calls:

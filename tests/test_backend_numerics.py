@@ -240,6 +240,33 @@ def test_double_backward_raises_naming_the_op(backend_device):
         grad_x.sum().backward()
 
 
+@pytest.mark.parametrize("wrt", ["x", "alpha_logit", "grad_z"])
+def test_double_backward_raises_however_it_is_asked(backend_device, wrt):
+    """Issue 17: torch.autograd.grad(..., allow_unused=True) of the gradients, and
+    gradgradcheck, returned None/zeros: the error node hung off detached copies of the
+    gradients, so a graph walk to the op's inputs never reached it."""
+    backend, device = backend_device
+    x, logit = (t.requires_grad_() for t in make_inputs((2, 5), torch.float64, device=device))
+    grad_z = torch.randn(2, 5, dtype=torch.float64, device=device, requires_grad=True)
+    z, kl = infodrop.information_dropout(x, logit, seed=SEED, backend=backend)
+    grads = torch.autograd.grad((z, kl), (x, logit), (grad_z, torch.ones_like(kl)),
+                                create_graph=True)
+    inputs = {"x": x, "alpha_logit": logit, "grad_z": grad_z}
+    with pytest.raises(RuntimeError, match="information_dropout.*not differentiable"):
+        torch.autograd.grad(sum(g.sum() for g in grads), inputs[wrt], allow_unused=True)
+
+
+def test_gradgradcheck_raises_naming_the_op(backend_device):
+    backend, device = backend_device
+    x, logit = (t.requires_grad_() for t in make_inputs((2, 5), torch.float64, device=device))
+
+    def f(x, logit):
+        return infodrop.information_dropout(x, logit, seed=SEED, backend=backend)
+
+    with pytest.raises(RuntimeError, match="information_dropout.*not differentiable"):
+        torch.autograd.gradgradcheck(f, (x, logit))
+
+
 def test_forward_mode_ad_raises_naming_the_op(backend_device):
     """torch.func.jvp returned zeros: forward-mode AD must raise, naming the op."""
     backend, device = backend_device

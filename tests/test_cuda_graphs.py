@@ -28,6 +28,7 @@ class Net(torch.nn.Module):
         self.main2, self.alpha2 = torch.nn.Linear(32, 24), torch.nn.Linear(32, 24)
         self.drop1 = infodrop.InformationDropout(backend=backend)
         self.drop2 = infodrop.InformationDropout(prior="log_normal", backend=backend)
+        infodrop.track_kl(self)  # kl_divergence(self) in forward: this pass's KL
 
     def forward(self, x):
         h1 = torch.relu(self.main1(x))

@@ -44,8 +44,8 @@ def inputs():
 
 
 def warm_up(model, x):
-    """A first training step: its kl_divergence call starts tracking the model's passes."""
-    model(x)
+    """A first training step of the model, tracked."""
+    infodrop.track_kl(model)(x)
     infodrop.kl_divergence(model)
     return model
 
@@ -53,7 +53,7 @@ def warm_up(model, x):
 def test_a_skipped_layer_adds_nothing_and_backward_works():
     """Before: the skipped layer's KL of the previous step was added, and backward failed
     ("Trying to backward through the graph a second time")."""
-    model, x = TwoLayers(), inputs()
+    model, x = infodrop.track_kl(TwoLayers()), inputs()
     model(x)
     infodrop.kl_divergence(model).sum().backward()
     z = model(x, skip=True)
@@ -61,6 +61,25 @@ def test_a_skipped_layer_adds_nothing_and_backward_works():
     torch.testing.assert_close(kl, eval_kl(x, model.logit))
     assert model.second.kl is None
     (z.sum() + kl.sum()).backward()
+
+
+def test_a_model_that_ran_untracked_is_an_error():
+    """Issue 17: the first kl_divergence of an untracked model counted a layer that the last
+    pass skipped (its KL of an earlier pass).  Which layers ran cannot be known then: an error
+    that says what to do.  A layer or block alone runs its layer once per call: exact."""
+    model, x = TwoLayers(), inputs()
+    model(x)
+    model(x, skip=True)
+    with pytest.raises(RuntimeError, match=r"\['first', 'second'\].*infodrop.track_kl\(model\)"):
+        infodrop.kl_divergence(model)
+    infodrop.track_kl(model)(x, skip=True)
+    torch.testing.assert_close(infodrop.kl_divergence(model), eval_kl(x, model.logit))
+    block = infodrop.InfoDropLinear(6, 6)
+    block(x)
+    torch.testing.assert_close(infodrop.kl_divergence(block), block.dropout.kl)
+    layer = infodrop.InformationDropout()
+    layer(x, model.logit)
+    torch.testing.assert_close(infodrop.kl_divergence(layer), eval_kl(x, model.logit))
 
 
 def test_an_eval_forward_does_not_leak_into_the_next_sum():
@@ -135,7 +154,7 @@ def test_copy_pickle_and_state_dict_at_any_moment():
     model = nn.Sequential(infodrop.InfoDropLinear(6, 8, activation="softplus"),
                           infodrop.InfoDropLinear(8, 3))
     x = torch.randn(5, 6)
-    model(x)
+    infodrop.track_kl(model)(x)
     infodrop.kl_divergence(model)
     twin = copy.deepcopy(model)
     assert twin[0].kl is None and model[0].kl is not None  # the copy holds no graph tensor
@@ -185,6 +204,7 @@ class Net(nn.Module):
         self.conv = infodrop.InfoDropConv2d(2, 3, 3, stride=2, padding=1, kl_weight=kl_weight)
         self.linear = infodrop.InfoDropLinear(27, 4, activation="softplus", kl_weight=kl_weight)
         self.wrap = wrap
+        infodrop.track_kl(self)
 
     def forward(self, x):
         h = self.conv(x) if self.wrap is None else self.wrap(self.conv, x)

@@ -94,7 +94,7 @@ def test_backends_detail_says_whether_triton_compiles_for_the_visible_gpu(monkey
         calls.append(capability)
         return False, "noise_kernel does not compile for sm_75: NameError: something"
 
-    monkeypatch.setattr(module, "_triton_importable", lambda: True)
+    monkeypatch.setattr(module, "TRITON_IMPORTABLE", True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     aot = pytest.importorskip("infodrop.triton.aot")

@@ -78,6 +78,26 @@ def _device_scalars(x, seed, mu, sigma):
             sigma.reshape(()).to(x.device, compute))
 
 
+_NOT_DIFFERENTIABLE = ("infodrop_triton::information_dropout: its gradients are not "
+                       "differentiable (no double backward); use backend='reference' for "
+                       "higher-order derivatives")
+
+
+class _NotDifferentiable(torch.autograd.Function):
+    """apply(count, *grads, *inputs) -> grads, as outputs whose backward raises.  The node's
+    edges lead to the backward's own inputs: the engine runs only nodes on a path to what it is
+    asked for, so an error node hung off detached copies of the gradients (DelayedError) let
+    torch.autograd.grad(..., allow_unused=True) and gradgradcheck answer None/zeros."""
+
+    @staticmethod
+    def forward(ctx, count, *tensors):
+        return tensors[:count]  # autograd hands them out as views carrying this node
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(_NOT_DIFFERENTIABLE)
+
+
 def _not_differentiable(grads, inputs):
     """The gradients, made to raise when differentiated (double backward) wherever they depend
     on something that requires grad, as csrc/autograd.cpp does.  once_differentiable looks at
@@ -85,10 +105,7 @@ def _not_differentiable(grads, inputs):
     and double backward would fail with an error that does not say why."""
     if not torch.is_grad_enabled() or not any(t.requires_grad for t in inputs):
         return grads
-    error = torch._C._functions.DelayedError(
-        b"infodrop_triton::information_dropout: its gradients are not differentiable (no double "
-        b"backward); use backend='reference' for higher-order derivatives", len(grads))
-    return error(*(g.detach().requires_grad_() for g in grads))
+    return _NotDifferentiable.apply(len(grads), *(g.detach() for g in grads), *inputs)
 
 
 def _register_autograd(forward_op: str, backward_op) -> None:

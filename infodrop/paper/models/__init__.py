@@ -1,5 +1,6 @@
 """The networks of the paper's experiments and build_model(), the factory the CLI uses."""
 
+from ...modules import track_kl
 from .allcnn import AllCNN, all_cnn_32, all_cnn_96
 from .mlp import MLP
 from .slots import DROPOUT_KINDS, ConstantLogNormalDropout, information_dropout_layers, set_noise
@@ -13,7 +14,14 @@ INPUT_SIZE = {"allcnn32": 32, "allcnn96": 96}
 def build_model(name, *, image_shape, num_classes=10, dropout="info", activation="relu",
                 width=1.0, max_alpha=0.7, binary_p=0.5, latent="gaussian"):
     """``width``: fraction of Table 2's filters for All-CNN, hidden units for the MLP, k of
-    Table 1 (latent 256 k, hidden 512 k) for the VAE.  ``image_shape`` = (C, H, W)."""
+    Table 1 (latent 256 k, hidden 512 k) for the VAE.  ``image_shape`` = (C, H, W).  The
+    model is tracked (infodrop.track_kl): kl_divergence(model) is each pass's KL."""
+    return track_kl(_untracked(name, image_shape, num_classes, dropout, activation, width,
+                               max_alpha, binary_p, latent))
+
+
+def _untracked(name, image_shape, num_classes, dropout, activation, width, max_alpha, binary_p,
+               latent):
     channels, height, wide = image_shape
     if name in INPUT_SIZE and (height, wide) != (INPUT_SIZE[name],) * 2:
         raise ValueError(f"{name} takes {INPUT_SIZE[name]}x{INPUT_SIZE[name]} images, got "
