@@ -18,12 +18,10 @@ CHANNEL_BLOCK = 32
 PRIOR_BLOCK = 1024  # partials summed per step by prior_grads_kernel
 
 
-def groups_per_program(dtype, backward: bool = False) -> int:
-    """GROUPS, halved for float64 and for the backward: a 1024-element float64 forward
-    program spilled registers on sm_90, a 1024-element float32 log-normal backward (grad_kl,
-    the prior's partial sums) on sm_80 (ptxas -v; tests/test_triton_aot.py keeps every kernel
-    free of spills)."""
-    return GROUPS // 2 if backward or dtype == torch.float64 else GROUPS
+def groups_per_program(dtype) -> int:
+    """GROUPS, halved for float64: its 1024-element forward program spills registers on sm_90
+    (ptxas -v; tests/test_triton_aot.py keeps every kernel free of spills)."""
+    return GROUPS // 2 if dtype == torch.float64 else GROUPS
 
 
 def _check(x, alpha_logit, seed, mu, sigma, prior):
@@ -50,7 +48,7 @@ class _Walk:
     contiguous copy), its layout, and the launch sizes: the ints a kernel takes after
     mu_ptr, sigma_ptr, and the number of programs."""
 
-    def __init__(self, x, backward=False):
+    def __init__(self, x):
         layout = walkable_layout(x)
         if layout is None:
             x = x.contiguous()
@@ -58,7 +56,7 @@ class _Walk:
         self.x, self.layout = x, layout
         samples = x.shape[0]
         channels, positions, channels_last = layout
-        self.groups = groups = groups_per_program(x.dtype, backward)
+        self.groups = groups = groups_per_program(x.dtype)
         if channels_last:
             # per channel, its S positions touch at most (S + 2) // 4 + 1 groups
             blocks = (triton.cdiv(channels, CHANNEL_BLOCK)
@@ -206,7 +204,7 @@ def information_dropout_backward(
     if x.numel() == 0:
         return (torch.empty_like(x), torch.empty_like(alpha_logit), grad_mu.zero_(),
                 grad_sigma.zero_())
-    walk = _Walk(x, backward=True)
+    walk = _Walk(x)
     compute = kl_dtype(x.dtype)
     grad_x, grad_x_work = walk.output(x)
     grad_logit, grad_logit_work = walk.output(alpha_logit)
