@@ -49,6 +49,29 @@ def test_interpreter_makes_triton_available_and_auto_still_picks_cpu():
 
 
 @requires_triton
+def test_interpreted_kernels_run_where_wrap_triton_refuses_them():
+    """torch 2.11's wrap_triton raises "wrap_triton only works on functions annotated with
+    triton.jit" for the functions TRITON_INTERPRET=1 makes (issue 17: the interpreted tests
+    failed there): the ops launch those directly.  Its check is reproduced here."""
+    result = _run_interpreted("-c", (
+        "import torch, infodrop\n"
+        "from triton.runtime.jit import JITFunction\n"
+        "from infodrop.triton import ops\n"
+        "def wrap_triton(kernel):\n"
+        "    if not isinstance(kernel, JITFunction):\n"
+        "        raise RuntimeError('wrap_triton only works on functions annotated with"
+        " triton.jit')\n"
+        "    return kernel\n"
+        "ops.wrap_triton = wrap_triton\n"
+        "x = torch.rand(2, 8, requires_grad=True)\n"
+        "z, kl = infodrop.information_dropout(x, x, seed=1, backend='triton')\n"
+        "(z.sum() + kl.sum()).backward()\n"
+        "print(infodrop.noise((5,), 3, backend='triton').shape == (5,), x.grad.shape == x.shape)"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
+
+
+@requires_triton
 def test_backends_report_triton_as_built():
     detail = infodrop.backends(detail=True)
     assert detail["triton"]["built"]

@@ -62,8 +62,9 @@ class Variant:
             return {"GROUPS": GROUPS}
         if self.kernel == "prior_grads_kernel":
             return {"BLOCK": PRIOR_BLOCK}
+        groups = groups_per_program(self.dtype, backward=self.kernel == "backward_kernel")
         return dict(MAX_ALPHA=MAX_ALPHA, ALPHA_MIN=ALPHA_MIN, FLOAT64=self.dtype == torch.float64,
-                    LOG_NORMAL=self.prior == "log_normal", GROUPS=groups_per_program(self.dtype),
+                    LOG_NORMAL=self.prior == "log_normal", GROUPS=groups,
                     CHANNELS_LAST=self.channels_last, CHANNEL_BLOCK=CHANNEL_BLOCK,
                     **{flag: flag in self.flags for flag in FLAGS})
 
