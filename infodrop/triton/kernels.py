@@ -145,9 +145,11 @@ def log_x_minus_mu(x, mu):
 def channels_first_tile(GROUPS: tl.constexpr, per_sample, blocks_per_sample):
     """This program's sample, its [GROUPS] group indices and [1, 4] lanes, the base of the
     offsets (0) and the memory offsets (= logical indices, int64) and mask of the [GROUPS, 4]
-    elements.  int64 offsets, not the sample's begin plus i32 offsets within it: Triton then
-    sees four contiguous addresses per group and vectorises the loads and stores (the i32 form
-    counted 167.8 instead of 154.2 instructions per element in the float32 forward, sm_90)."""
+    elements.  int64 offsets, not the sample's begin plus i32 offsets within it: the i32 form
+    counted 167.8 instead of 154.2 instructions per element in the float32 forward (sm_90) and
+    made the float32 log-normal backward spill on sm_80.  The loads are scalar either way: the
+    per-element mask from runtime bounds hides the groups' contiguity (docs/performance.md,
+    Triton section)."""
     pid = tl.program_id(0)
     sample = pid // blocks_per_sample
     begin = sample.to(tl.int64) * per_sample
