@@ -19,8 +19,8 @@ PRIOR_BLOCK = 1024  # partials summed per step by prior_grads_kernel
 
 
 def groups_per_program(dtype, backward: bool = False) -> int:
-    """GROUPS; for float64 a half (forward) and an eighth (backward).  ptxas's register
-    allocation near the limit differs between targets and triton versions: a 1024-element
+    """GROUPS; for float64 a half (forward) and an eighth (backward).  ptxas's spills differ
+    between targets and triton versions, not monotonically with the program size: a 1024-element
     float64 forward spilled on sm_90; the float64 log-normal backward spilled 4 bytes at 512
     elements on sm_80 with triton 3.6 (torch 2.11's) and at 256 on sm_90 with 3.8, none at 128
     (ptxas -v; tests/test_triton_aot.py keeps every kernel free of spills with both)."""
