@@ -20,7 +20,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import kernels
-from .ops import GROUPS, groups_per_program
+from .ops import CHANNEL_BLOCK, GROUPS, PRIOR_BLOCK, groups_per_program
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 PRIORS = ("log_uniform", "log_normal")
@@ -31,32 +31,41 @@ MAX_ALPHA, ALPHA_MIN = 0.7, 1e-3
 _TRITON_TYPE = {torch.float32: "fp32", torch.float64: "fp64", torch.float16: "fp16",
                 torch.bfloat16: "bf16"}
 # the integer arguments of each kernel (all others are pointers or constexprs)
-_INTS = {"offset_lo", "offset_hi", "per_sample", "blocks_per_sample", "n", "first_group", "head"}
+_INTS = {"offset_lo", "offset_hi", "per_sample", "blocks_per_sample", "channels", "positions",
+         "grad_kl_stride", "n", "first_group", "head", "programs"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """One compile: a kernel, the dtype of its tensors, its constexprs and integer width."""
 
-    kernel: str  # "forward_kernel", "backward_kernel" or "noise_kernel"
+    kernel: str  # "forward_kernel", "backward_kernel", "noise_kernel" or "prior_grads_kernel"
     dtype: torch.dtype = torch.float32
     prior: str = "log_uniform"
     flags: tuple = FLAGS  # the flags of FLAGS that are on (the others are off)
     wide: bool = False  # i64 integer arguments (sizes or stream offsets >= 2**31)
+    channels_last: bool = False  # the walk of a channels-last sample (infodrop/_layout.py)
 
     @property
     def label(self) -> str:
         if self.kernel == "noise_kernel":
             return f"noise_kernel {'i64' if self.wide else 'i32'}"
+        if self.kernel == "prior_grads_kernel":
+            return f"prior_grads_kernel {str(self.dtype).removeprefix('torch.')}"
         flags = "on" if self.flags == FLAGS else "+".join(self.flags) or "off"
         return (f"{self.kernel} {str(self.dtype).removeprefix('torch.')} {self.prior} "
-                f"flags={flags}{' i64' if self.wide else ''}")
+                f"flags={flags}{' channels_last' if self.channels_last else ''}"
+                f"{' i64' if self.wide else ''}")
 
     def constexprs(self) -> dict:
         if self.kernel == "noise_kernel":
             return {"GROUPS": GROUPS}
+        if self.kernel == "prior_grads_kernel":
+            return {"BLOCK": PRIOR_BLOCK}
+        groups = groups_per_program(self.dtype, backward=self.kernel == "backward_kernel")
         return dict(MAX_ALPHA=MAX_ALPHA, ALPHA_MIN=ALPHA_MIN, FLOAT64=self.dtype == torch.float64,
-                    LOG_NORMAL=self.prior == "log_normal", GROUPS=groups_per_program(self.dtype),
+                    LOG_NORMAL=self.prior == "log_normal", GROUPS=groups,
+                    CHANNELS_LAST=self.channels_last, CHANNEL_BLOCK=CHANNEL_BLOCK,
                     **{flag: flag in self.flags for flag in FLAGS})
 
     def signature(self) -> dict:
@@ -68,7 +77,8 @@ class Variant:
             tensor = "fp32"
         pointers = {"seed_ptr": "*i64", "kl_partials_ptr": f"*{compute}",
                     "prior_partials_ptr": f"*{compute}", "grad_kl_ptr": f"*{compute}",
-                    "mu_ptr": f"*{compute}", "sigma_ptr": f"*{compute}"}
+                    "mu_ptr": f"*{compute}", "sigma_ptr": f"*{compute}",
+                    "grad_mu_ptr": f"*{compute}", "grad_sigma_ptr": f"*{compute}"}
         integer = "i64" if self.wide else "i32"
         return {name: ("constexpr" if param.is_constexpr else integer if name in _INTS
                        else pointers.get(name, f"*{tensor}"))
@@ -85,14 +95,17 @@ class Variant:
 def variants() -> list:
     """Every code path of every kernel at least once, without the full product of the flags:
     per kernel, dtype and prior, the flags all on and all off (each branch of each flag both
-    taken and not taken); integer arguments i32, and once per kernel i64."""
+    taken and not taken) on channels-first samples, and all on on channels-last ones; integer
+    arguments i32, and once per kernel and layout i64."""
     out = []
     for kernel in ("forward_kernel", "backward_kernel"):
         for dtype in DTYPES:
             for prior in PRIORS:
                 out += [Variant(kernel, dtype, prior, flags) for flags in (FLAGS, ())]
-        out.append(Variant(kernel, wide=True))
+                out.append(Variant(kernel, dtype, prior, channels_last=True))
+        out += [Variant(kernel, wide=True), Variant(kernel, wide=True, channels_last=True)]
     out += [Variant("noise_kernel"), Variant("noise_kernel", wide=True)]
+    out += [Variant("prior_grads_kernel", dtype) for dtype in (torch.float32, torch.float64)]
     return out
 
 
@@ -104,11 +117,12 @@ def compile_variant(variant: Variant, capability: int):
 
 @functools.cache
 def kernels_compile_for(capability: int) -> tuple:
-    """(True, "") when the three kernels compile for this compute capability (e.g. 90 for
+    """(True, "") when the kernels compile for this compute capability (e.g. 90 for
     sm_90), else (False, why).  One float32 variant each: it catches what fails for a whole
     architecture (an unsupported target, a construct its compiler rejects) in a few seconds;
     tests/test_triton_aot.py covers every variant."""
-    for variant in (Variant("forward_kernel"), Variant("backward_kernel"), Variant("noise_kernel")):
+    for variant in (Variant("forward_kernel"), Variant("backward_kernel"), Variant("noise_kernel"),
+                    Variant("prior_grads_kernel")):
         try:
             compile_variant(variant, capability)
         except Exception as error:  # noqa: BLE001 (any compiler error is the answer)

@@ -1,10 +1,17 @@
 """Triton kernels of the infodrop ops: the math of docs/spec.md sections 1 and 3 re-expressed in
 Triton (the C++/CUDA backends share csrc/infodrop/elementwise.h; Triton cannot include it).
 
-Each program takes GROUPS Philox groups of 4 consecutive logical elements as a [GROUPS, 4]
-tile, so one Philox call serves four elements, as in the CUDA kernel.  The forward and backward
-programs belong to one sample (program id = sample * blocks + block), so the per-sample sums
-are one partial per program, summed by the caller in a fixed order (deterministic).
+Each program belongs to one sample (program id = sample * blocks + block), so the per-sample
+sums are one partial per program, summed by the caller in a fixed order (deterministic), and
+walks its sample in place in one of the two layouts of infodrop/_layout.py:
+- channels-first: GROUPS Philox groups of 4 consecutive logical elements as a [GROUPS, 4]
+  tile (4 consecutive addresses per group);
+- channels-last: a [4, GROUPS / CHANNEL_BLOCK, CHANNEL_BLOCK] tile: for CHANNEL_BLOCK
+  consecutive channels, the groups of 4 logically consecutive positions of each channel (C
+  elements apart in memory), so that one Philox call still serves four elements while the
+  threads of a warp touch neighbouring channels, i.e. neighbouring addresses.  A group that
+  straddles two channels is drawn by both (the same numbers: the noise is a function of the
+  logical index), one partial group per channel.
 
 The noise is the exact stream of docs/spec.md section 3 (Philox4x32-10 written with tl.umulhi, not
 tl.randn, whose stream differs), in float32; backends agree to float32 rounding, not bit for
@@ -87,8 +94,12 @@ def box_muller(a, b):
 
 
 @triton.jit
-def noise_tile(groups, seed_ptr, offset_lo, offset_hi):
-    """eps of the [GROUPS, 4] elements 4g + lane of the int64 group indices `groups`."""
+def noise_tile(groups, lane, seed_ptr, offset_lo, offset_hi, CHANNELS_LAST: tl.constexpr):
+    """eps of the elements 4 g + lane of the int64 group indices g: `groups` is [G] for a
+    channels-first tile ([G, 4] with `lane` [1, 4]), [K, C] for a channels-last one ([4, K, C],
+    `lane` [4, 1, 1]).  One Philox call per group serves its four lanes; it runs on the
+    unexpanded groups (an expanded [G, 1] tensor would be replicated across the lanes'
+    registers and the Philox rounds with it)."""
     seed = tl.load(seed_ptr)
     zero = tl.zeros(groups.shape, tl.uint32)
     r0, r1, r2, r3 = philox4x32_10(groups.to(tl.uint32), (groups >> 32).to(tl.uint32),
@@ -96,9 +107,11 @@ def noise_tile(groups, seed_ptr, offset_lo, offset_hi):
                                    seed.to(tl.uint32), (seed >> 32).to(tl.uint32))
     e0, e1 = box_muller(r0, r1)
     e2, e3 = box_muller(r2, r3)
-    lane = tl.arange(0, 4)[None, :]
-    return tl.where(lane == 0, e0[:, None],
-                    tl.where(lane == 1, e1[:, None], tl.where(lane == 2, e2[:, None], e3[:, None])))
+    if CHANNELS_LAST:
+        e0, e1, e2, e3 = e0[None, :, :], e1[None, :, :], e2[None, :, :], e3[None, :, :]
+    else:
+        e0, e1, e2, e3 = e0[:, None], e1[:, None], e2[:, None], e3[:, None]
+    return tl.where(lane == 0, e0, tl.where(lane == 1, e1, tl.where(lane == 2, e2, e3)))
 
 
 @triton.jit
@@ -129,34 +142,84 @@ def log_x_minus_mu(x, mu):
 
 
 @triton.jit
-def sample_tile(GROUPS: tl.constexpr, per_sample, blocks_per_sample):
-    """This program's sample, element indices [GROUPS, 4] and mask of that sample's elements."""
+def channels_first_tile(GROUPS: tl.constexpr, per_sample, blocks_per_sample):
+    """This program's sample, its [GROUPS] group indices and [1, 4] lanes, the base of the
+    offsets (0) and the memory offsets (= logical indices, int64) and mask of the [GROUPS, 4]
+    elements.  int64 offsets, not the sample's begin plus i32 offsets within it: the i32 form
+    counted 167.8 instead of 154.2 instructions per element in the float32 forward (sm_90) and
+    made the float32 log-normal backward spill on sm_80.  The loads are scalar either way: the
+    per-element mask from runtime bounds hides the groups' contiguity (docs/performance.md,
+    Triton section)."""
     pid = tl.program_id(0)
     sample = pid // blocks_per_sample
     begin = sample.to(tl.int64) * per_sample
     groups = begin // 4 + (pid % blocks_per_sample).to(tl.int64) * GROUPS + tl.arange(0, GROUPS)
-    index = groups[:, None] * 4 + tl.arange(0, 4)[None, :]
-    return pid, sample, groups, index, (index >= begin) & (index < begin + per_sample)
+    lane = tl.arange(0, 4)[None, :]
+    index = groups[:, None] * 4 + lane
+    return pid, sample, groups, lane, 0, index, (index >= begin) & (index < begin + per_sample)
+
+
+@triton.jit
+def channels_last_tile(GROUPS: tl.constexpr, CHANNEL_BLOCK: tl.constexpr, per_sample,
+                       blocks_per_sample, channels, positions):
+    """As channels_first_tile for a channels-last sample: [GROUPS / CHANNEL_BLOCK,
+    CHANNEL_BLOCK] groups, [4, 1, 1] lanes; element (lane, k, c) is the logical element
+    4 (first_c // 4 + k) + lane, first_c = begin + c * positions being channel c's position 0,
+    at offset s * channels + c within the sample for its position s (in the width of the size
+    arguments, i32 unless a size reaches 2**31: int64 offsets made this tile spill on sm_80).
+    The blocks of a sample run over channel blocks first (neighbouring programs read
+    neighbouring addresses)."""
+    pid = tl.program_id(0)
+    sample = pid // blocks_per_sample
+    block = pid % blocks_per_sample
+    channel_blocks = tl.cdiv(channels, CHANNEL_BLOCK)
+    begin = sample.to(tl.int64) * per_sample
+    c = (block % channel_blocks) * CHANNEL_BLOCK + tl.arange(0, CHANNEL_BLOCK)
+    k = (block // channel_blocks) * (GROUPS // CHANNEL_BLOCK) + tl.arange(0, GROUPS // CHANNEL_BLOCK)
+    first = begin + c.to(tl.int64) * positions
+    groups = (first // 4)[None, :] + k.to(tl.int64)[:, None]
+    lane = tl.arange(0, 4)[:, None, None]
+    s = k[None, :, None] * 4 + lane - (first % 4).to(k.dtype)[None, None, :]
+    offsets = s * channels + c[None, None, :]
+    mask = (s >= 0) & (s < positions) & (c < channels)[None, None, :]
+    return pid, sample, groups, lane, begin, offsets, mask
+
+
+@triton.jit
+def sample_tile(GROUPS: tl.constexpr, CHANNEL_BLOCK: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+                per_sample, blocks_per_sample, channels, positions):
+    if CHANNELS_LAST:
+        return channels_last_tile(GROUPS, CHANNEL_BLOCK, per_sample, blocks_per_sample, channels,
+                                  positions)
+    else:
+        return channels_first_tile(GROUPS, per_sample, blocks_per_sample)
 
 
 # Sizes and offsets are not specialised on their values (Triton would recompile for each value
 # of 1 and each divisibility by 16, and turn 1 into a constant without .to()).  MAX_ALPHA and
 # ALPHA_MIN are constexpr: Triton passes a Python float argument as fp32, which would round them
 # for float64 inputs; a constexpr takes the compute dtype exactly (one compile per layer setting).
-@triton.jit(do_not_specialize=["offset_lo", "offset_hi", "per_sample", "blocks_per_sample"])
+_SIZES = ["offset_lo", "offset_hi", "per_sample", "blocks_per_sample", "channels", "positions"]
+
+
+@triton.jit(do_not_specialize=_SIZES)
 def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo, offset_hi,
-                   mu_ptr, sigma_ptr, per_sample, blocks_per_sample, MAX_ALPHA: tl.constexpr,
-                   ALPHA_MIN: tl.constexpr, FLOAT64: tl.constexpr, LOG_NORMAL: tl.constexpr,
-                   MASK_INACTIVE: tl.constexpr,
-                   UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr, GROUPS: tl.constexpr):
-    pid, sample, groups, index, mask = sample_tile(GROUPS, per_sample, blocks_per_sample)
-    x = to_compute(tl.load(x_ptr + index, mask=mask, other=0), FLOAT64)
-    logit = to_compute(tl.load(logit_ptr + index, mask=mask, other=0), FLOAT64)
+                   mu_ptr, sigma_ptr, per_sample, blocks_per_sample, channels, positions,
+                   MAX_ALPHA: tl.constexpr, ALPHA_MIN: tl.constexpr, FLOAT64: tl.constexpr,
+                   LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
+                   UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr,
+                   CHANNELS_LAST: tl.constexpr, GROUPS: tl.constexpr,
+                   CHANNEL_BLOCK: tl.constexpr):
+    pid, sample, groups, lane, begin, offsets, mask = sample_tile(
+        GROUPS, CHANNEL_BLOCK, CHANNELS_LAST, per_sample, blocks_per_sample, channels, positions)
+    x = to_compute(tl.load(x_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
+    logit = to_compute(tl.load(logit_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
     s, one_minus_s = sigmoid_pair(logit)
     alpha = ALPHA_MIN + MAX_ALPHA * s
     z = x
     if APPLY_NOISE:
-        eps = to_compute(noise_tile(groups, seed_ptr, offset_lo, offset_hi), FLOAT64)
+        eps = to_compute(noise_tile(groups, lane, seed_ptr, offset_lo, offset_hi, CHANNELS_LAST),
+                         FLOAT64)
         log_noise = alpha * eps
         if UNIT_MEAN:
             log_noise = log_noise - 0.5 * alpha * alpha
@@ -170,28 +233,36 @@ def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo
         kl = -tl.log(alpha / (ALPHA_MIN + MAX_ALPHA))
     if MASK_INACTIVE:
         kl = tl.where(x == 0, 0.0, kl)
-    tl.store(z_ptr + index, z.to(z_ptr.dtype.element_ty), mask=mask)
-    tl.store(kl_partials_ptr + pid, tl.sum(tl.sum(tl.where(mask, kl, 0.0), axis=1), axis=0))
+    tl.store(z_ptr + begin + offsets, z.to(z_ptr.dtype.element_ty), mask=mask)
+    tl.store(kl_partials_ptr + pid, tl.sum(tl.where(mask, kl, 0.0)))
 
 
-@triton.jit(do_not_specialize=["offset_lo", "offset_hi", "per_sample", "blocks_per_sample"])
-def backward_kernel(grad_z_ptr, grad_kl_ptr, x_ptr, logit_ptr, grad_x_ptr, grad_logit_ptr,
-                    prior_partials_ptr, seed_ptr, offset_lo, offset_hi, mu_ptr, sigma_ptr,
-                    per_sample, blocks_per_sample, MAX_ALPHA: tl.constexpr,
-                    ALPHA_MIN: tl.constexpr, FLOAT64: tl.constexpr,
-                    LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
-                    UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr, GROUPS: tl.constexpr):
-    pid, sample, groups, index, mask = sample_tile(GROUPS, per_sample, blocks_per_sample)
-    grad_z = to_compute(tl.load(grad_z_ptr + index, mask=mask, other=0), FLOAT64)
-    x = to_compute(tl.load(x_ptr + index, mask=mask, other=0), FLOAT64)
-    logit = to_compute(tl.load(logit_ptr + index, mask=mask, other=0), FLOAT64)
-    grad_kl = to_compute(tl.load(grad_kl_ptr + sample), FLOAT64)
+@triton.jit(do_not_specialize=_SIZES + ["grad_kl_stride"])
+def backward_kernel(grad_z_ptr, grad_kl_ptr, grad_kl_stride, x_ptr, logit_ptr, grad_x_ptr,
+                    grad_logit_ptr, prior_partials_ptr, grad_mu_ptr, grad_sigma_ptr, seed_ptr, offset_lo,
+                    offset_hi, mu_ptr, sigma_ptr, per_sample, blocks_per_sample, channels,
+                    positions, MAX_ALPHA: tl.constexpr, ALPHA_MIN: tl.constexpr,
+                    FLOAT64: tl.constexpr, LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
+                    UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr,
+                    CHANNELS_LAST: tl.constexpr, GROUPS: tl.constexpr,
+                    CHANNEL_BLOCK: tl.constexpr):
+    """grad_x and grad_logit; with the log-normal prior, per program grad_kl[b] * (sum of
+    d kl / d mu, sum of d kl / d sigma) in prior_partials (prior_grads_kernel sums them), with
+    the log-uniform prior the zero gradients of mu and sigma, written by program 0 (no separate
+    fill kernels)."""
+    pid, sample, groups, lane, begin, offsets, mask = sample_tile(
+        GROUPS, CHANNEL_BLOCK, CHANNELS_LAST, per_sample, blocks_per_sample, channels, positions)
+    grad_z = to_compute(tl.load(grad_z_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
+    x = to_compute(tl.load(x_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
+    logit = to_compute(tl.load(logit_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
+    grad_kl = to_compute(tl.load(grad_kl_ptr + sample * grad_kl_stride), FLOAT64)
     s, one_minus_s = sigmoid_pair(logit)
     alpha = ALPHA_MIN + MAX_ALPHA * s
     grad_x = grad_z
     grad_alpha = tl.zeros_like(x)
     if APPLY_NOISE:
-        eps = to_compute(noise_tile(groups, seed_ptr, offset_lo, offset_hi), FLOAT64)
+        eps = to_compute(noise_tile(groups, lane, seed_ptr, offset_lo, offset_hi, CHANNELS_LAST),
+                         FLOAT64)
         log_noise = alpha * eps
         dlog_noise = eps  # d log n / d alpha
         if UNIT_MEAN:
@@ -217,16 +288,33 @@ def backward_kernel(grad_z_ptr, grad_kl_ptr, x_ptr, logit_ptr, grad_x_ptr, grad_
             dsigma = tl.where(inactive, 0.0, dsigma)
         grad_x = grad_x + grad_kl * dkl_dx
         sums_ptr = prior_partials_ptr + 2 * pid
-        tl.store(sums_ptr, grad_kl * tl.sum(tl.sum(tl.where(mask, dmu, 0.0), axis=1), axis=0))
-        tl.store(sums_ptr + 1, grad_kl * tl.sum(tl.sum(tl.where(mask, dsigma, 0.0), axis=1), axis=0))
+        tl.store(sums_ptr, grad_kl * tl.sum(tl.where(mask, dmu, 0.0)))
+        tl.store(sums_ptr + 1, grad_kl * tl.sum(tl.where(mask, dsigma, 0.0)))
     else:
         dkl_dalpha = -1.0 / alpha
+        tl.store(grad_mu_ptr, 0.0, mask=pid == 0)
+        tl.store(grad_sigma_ptr, 0.0, mask=pid == 0)
     if MASK_INACTIVE:
         dkl_dalpha = tl.where(inactive, 0.0, dkl_dalpha)
     grad_alpha = grad_alpha + grad_kl * dkl_dalpha
     grad_logit = grad_alpha * MAX_ALPHA * s * one_minus_s
-    tl.store(grad_x_ptr + index, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
-    tl.store(grad_logit_ptr + index, grad_logit.to(grad_logit_ptr.dtype.element_ty), mask=mask)
+    tl.store(grad_x_ptr + begin + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
+    tl.store(grad_logit_ptr + begin + offsets, grad_logit.to(grad_logit_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=["programs"])
+def prior_grads_kernel(prior_partials_ptr, programs, grad_mu_ptr, grad_sigma_ptr,
+                       BLOCK: tl.constexpr):
+    """grad_mu and grad_sigma: the sums of the backward programs' partials, in one program and
+    a fixed order (deterministic), each written to its own tensor."""
+    acc_mu = tl.zeros([BLOCK], prior_partials_ptr.dtype.element_ty)
+    acc_sigma = tl.zeros([BLOCK], prior_partials_ptr.dtype.element_ty)
+    for start in range(0, programs, BLOCK):
+        i = start + tl.arange(0, BLOCK)
+        acc_mu += tl.load(prior_partials_ptr + 2 * i, mask=i < programs, other=0)
+        acc_sigma += tl.load(prior_partials_ptr + 2 * i + 1, mask=i < programs, other=0)
+    tl.store(grad_mu_ptr, tl.sum(acc_mu).to(grad_mu_ptr.dtype.element_ty))
+    tl.store(grad_sigma_ptr, tl.sum(acc_sigma).to(grad_sigma_ptr.dtype.element_ty))
 
 
 @triton.jit(do_not_specialize=["n", "first_group", "head", "offset_lo", "offset_hi"])
@@ -235,5 +323,5 @@ def noise_kernel(out_ptr, n, first_group, head, seed_ptr, offset_lo, offset_hi,
     """out[j] = eps at stream index 4 * first_group + head + j, j < n."""
     groups = first_group + tl.program_id(0).to(tl.int64) * GROUPS + tl.arange(0, GROUPS)
     j = (groups[:, None] - first_group) * 4 + tl.arange(0, 4)[None, :] - head
-    eps = noise_tile(groups, seed_ptr, offset_lo, offset_hi)
+    eps = noise_tile(groups, tl.arange(0, 4)[None, :], seed_ptr, offset_lo, offset_hi, False)
     tl.store(out_ptr + j, eps, mask=(j >= 0) & (j < n))

@@ -3,22 +3,30 @@ torch.compile traces into the kernels, with autograd through the fused backward 
 compiled ops (csrc/autograd.cpp).  The ops take the arguments of
 torch.ops.infodrop.information_dropout (same schema, namespace infodrop_triton)."""
 
-import contextlib
-
 import torch
 import triton
 from torch.library import triton_op, wrap_triton
+from triton.runtime.jit import JITFunction
 
+from .._layout import walkable_layout
 from .._spec import PRIORS, kl_dtype
 from . import kernels
 
 GROUPS = 256  # Philox groups per program: 1024 elements
+# channels per program of a channels-last walk: one warp's threads across neighbouring channels
+CHANNEL_BLOCK = 32
+PRIOR_BLOCK = 1024  # partials summed per step by prior_grads_kernel
 
 
-def groups_per_program(dtype) -> int:
-    """GROUPS, halved for float64: its 1024-element forward program spills registers on sm_90
-    (ptxas -v; tests/test_triton_aot.py keeps every kernel free of spills)."""
-    return GROUPS // 2 if dtype == torch.float64 else GROUPS
+def groups_per_program(dtype, backward: bool = False) -> int:
+    """GROUPS; for float64 a half (forward) and an eighth (backward).  ptxas's spills differ
+    between targets and triton versions, not monotonically with the program size: a 1024-element
+    float64 forward spilled on sm_90; the float64 log-normal backward spilled 4 bytes at 512
+    elements on sm_80 with triton 3.6 (torch 2.11's) and at 256 on sm_90 with 3.8, none at 128
+    (ptxas -v; tests/test_triton_aot.py keeps every kernel free of spills with both)."""
+    if dtype != torch.float64:
+        return GROUPS
+    return GROUPS // 8 if backward else GROUPS // 2
 
 
 def _check(x, alpha_logit, seed, mu, sigma, prior):
@@ -40,42 +48,92 @@ def _u32_halves(bits: int):
     return bits & 0xFFFFFFFF, bits >> 32
 
 
-def _layout(x):
-    """(samples, elements per sample, programs per sample)."""
-    samples = x.shape[0]
-    per_sample = x.numel() // samples if samples else 0
-    # +2 groups: a sample can begin and end inside a group
-    return samples, per_sample, triton.cdiv(per_sample // 4 + 2, groups_per_program(x.dtype))
+class _Walk:
+    """x as the kernels walk it (itself where infodrop/_layout.py says they can, else a
+    contiguous copy), its layout, and the launch sizes: the ints a kernel takes after
+    mu_ptr, sigma_ptr, and the number of programs."""
+
+    def __init__(self, x, backward=False):
+        layout = walkable_layout(x)
+        if layout is None:
+            x = x.contiguous()
+            layout = walkable_layout(x)
+        self.x, self.layout = x, layout
+        samples = x.shape[0]
+        channels, positions, channels_last = layout
+        self.groups = groups = groups_per_program(x.dtype, backward)
+        if channels_last:
+            # per channel, its S positions touch at most (S + 2) // 4 + 1 groups
+            blocks = (triton.cdiv(channels, CHANNEL_BLOCK)
+                      * triton.cdiv((positions + 2) // 4 + 1, groups // CHANNEL_BLOCK))
+        else:
+            # +2 groups: a sample can begin and end inside a group
+            blocks = triton.cdiv(positions // 4 + 2, groups)
+        self.sizes = (channels * positions, blocks, channels, positions)
+        self.programs = samples * blocks
+
+    def like(self, t):
+        """t laid out as the walked x: itself where its layout is the same (any strides of its
+        size-1 dimensions), else a copy (one pass over t, e.g. an alpha head that returns
+        another memory format than x)."""
+        if t is self.x or walkable_layout(t) == self.layout:
+            return t
+        return torch.empty_like(self.x).copy_(t)
+
+    def output(self, like):
+        """(result, work): a tensor laid out as empty_like(like) (the caller's memory format)
+        and the buffer the kernel writes, laid out as the walked x: the result itself where
+        the two agree, else a scratch that _finish copies into the result."""
+        result = torch.empty_like(like)
+        return result, (result if walkable_layout(result) == self.layout
+                        else torch.empty_like(self.x))
+
+
+def _finish(result, work):
+    if work is not result:
+        result.copy_(work)
+    return result
 
 
 def _launch(kernel, grid, device, *args, **constexprs):
-    """Runs a kernel through wrap_triton on ``device``.  Triton launches on the current CUDA
-    device and on PyTorch's current stream of it (its launcher asks torch for the stream), which
-    is what makes the ops safe under torch.cuda.stream and CUDA graph capture
-    (tests/test_cuda_graphs.py); a tensor on another GPU would be read by a kernel on the wrong
-    device, hence the guard; the CPU tensors of the interpreter need none."""
-    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with guard:
-        wrap_triton(kernel)[grid](*args, **constexprs)
+    """Runs a kernel on ``device``.  Through wrap_triton, so that make_fx and torch.compile
+    trace it (triton_op turns wrap_triton off in eager calls); not under TRITON_INTERPRET=1,
+    where @triton.jit makes interpreter functions that the wrap_triton of some torch versions
+    (2.11) refuses.  Triton launches on the current CUDA device and on PyTorch's current stream
+    of it (its launcher asks torch for the stream), which is what makes the ops safe under
+    torch.cuda.stream and CUDA graph capture (tests/test_cuda_graphs.py); a tensor on another
+    GPU would be read by a kernel on the wrong device, hence the guard, entered only when
+    needed; the CPU tensors of the interpreter need none."""
+    launcher = wrap_triton(kernel) if isinstance(kernel, JITFunction) else kernel
+    if device.type == "cuda" and device.index != torch.cuda.current_device():
+        with torch.cuda.device(device):
+            launcher[grid](*args, **constexprs)
+    else:
+        launcher[grid](*args, **constexprs)
 
 
-def _like(x, contiguous):
-    """The result in x's memory format (as empty_like(x), like the compiled backends)."""
-    return contiguous if x.is_contiguous() else torch.empty_like(x).copy_(contiguous)
-
-
-def _kernel_options(x, prior, max_alpha, alpha_min, mask_inactive, unit_mean, apply_noise):
+def _kernel_options(x, walk, prior, max_alpha, alpha_min, mask_inactive, unit_mean,
+                    apply_noise):
     return dict(MAX_ALPHA=max_alpha, ALPHA_MIN=alpha_min, FLOAT64=x.dtype == torch.float64,
                 LOG_NORMAL=prior == "log_normal", MASK_INACTIVE=mask_inactive,
-                UNIT_MEAN=unit_mean, APPLY_NOISE=apply_noise, GROUPS=groups_per_program(x.dtype))
+                UNIT_MEAN=unit_mean, APPLY_NOISE=apply_noise,
+                CHANNELS_LAST=walk.layout.channels_last, GROUPS=walk.groups,
+                CHANNEL_BLOCK=CHANNEL_BLOCK)
+
+
+def _on(t, device, dtype=None):
+    """t on ``device`` (in ``dtype``): itself when it already is, without a dispatched
+    no-op .to() on every call."""
+    if t.device == device and (dtype is None or t.dtype == dtype):
+        return t
+    return t.to(device, dtype)
 
 
 def _device_scalars(x, seed, mu, sigma):
     """seed, mu and sigma where the kernels read them: on x's device, mu and sigma in the
     compute dtype."""
     compute = kl_dtype(x.dtype)
-    return (seed.reshape(()).to(x.device), mu.reshape(()).to(x.device, compute),
-            sigma.reshape(()).to(x.device, compute))
+    return _on(seed, x.device), _on(mu, x.device, compute), _on(sigma, x.device, compute)
 
 
 _NOT_DIFFERENTIABLE = ("infodrop_triton::information_dropout: its gradients are not "
@@ -135,18 +193,23 @@ def information_dropout(x: torch.Tensor, alpha_logit: torch.Tensor, seed: torch.
                         offset: int, mu: torch.Tensor, sigma: torch.Tensor, prior: str,
                         max_alpha: float, alpha_min: float, mask_inactive: bool, unit_mean: bool,
                         apply_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two kernels: the fused forward, which writes z in x's memory format and one KL partial
+    per program, and the sum of each sample's partials."""
     _check(x, alpha_logit, seed, mu, sigma, prior)
-    samples, per_sample, blocks = _layout(x)
-    xc, lc = x.contiguous(), alpha_logit.contiguous()
-    z = torch.empty_like(xc)
-    partials = torch.zeros((samples, blocks), dtype=kl_dtype(x.dtype), device=x.device)
-    if x.numel():
-        seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
-        _launch(kernels.forward_kernel, (samples * blocks,), x.device,
-                xc, lc, z, partials, seed_d, *_u32_halves(offset), mu_d, sigma_d, per_sample,
-                blocks, **_kernel_options(x, prior, max_alpha, alpha_min, mask_inactive,
-                                          unit_mean, apply_noise))
-    return _like(x, z), partials.sum(1)
+    samples = x.shape[0]
+    if x.numel() == 0:
+        return torch.empty_like(x), torch.zeros(samples, dtype=kl_dtype(x.dtype), device=x.device)
+    walk = _Walk(x)
+    z, z_work = walk.output(x)
+    partials = torch.empty((samples, walk.programs // samples), dtype=kl_dtype(x.dtype),
+                           device=x.device)
+    seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
+    _launch(kernels.forward_kernel, (walk.programs,), x.device,
+            walk.x, walk.like(alpha_logit), z_work, partials, seed_d, *_u32_halves(offset),
+            mu_d, sigma_d, *walk.sizes,
+            **_kernel_options(x, walk, prior, max_alpha, alpha_min, mask_inactive,
+                              unit_mean, apply_noise))
+    return _finish(z, z_work), partials.sum(1)
 
 
 @triton_op("infodrop_triton::information_dropout_backward", mutates_args=())
@@ -155,27 +218,37 @@ def information_dropout_backward(
         seed: torch.Tensor, offset: int, mu: torch.Tensor, sigma: torch.Tensor, prior: str,
         max_alpha: float, alpha_min: float, mask_inactive: bool, unit_mean: bool,
         apply_noise: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One kernel with the log-uniform prior (it also writes the zero gradients of mu and
+    sigma), two with the log-normal one (the second sums the gradients of mu and sigma)."""
     _check(x, alpha_logit, seed, mu, sigma, prior)
-    samples, per_sample, blocks = _layout(x)
+    grad_mu = torch.empty(mu.shape, dtype=mu.dtype, device=x.device)
+    grad_sigma = torch.empty(sigma.shape, dtype=sigma.dtype, device=x.device)
+    if x.numel() == 0:
+        return (torch.empty_like(x), torch.empty_like(alpha_logit), grad_mu.zero_(),
+                grad_sigma.zero_())
+    walk = _Walk(x, backward=True)
     compute = kl_dtype(x.dtype)
-    xc, lc = x.contiguous(), alpha_logit.contiguous()
-    gzc = grad_z.to(x.dtype).contiguous()
-    gklc = grad_kl.to(x.device, compute).contiguous()
-    grad_x, grad_logit = torch.empty_like(xc), torch.empty_like(lc)
-    # per program: grad_kl[b] * (sum of d kl / d mu, sum of d kl / d sigma); zero unless
-    # the prior is log-normal
-    prior_partials = torch.zeros((samples * blocks, 2), dtype=compute, device=x.device)
-    if x.numel():
-        seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
-        _launch(kernels.backward_kernel, (samples * blocks,), x.device,
-                gzc, gklc, xc, lc, grad_x, grad_logit, prior_partials, seed_d,
-                *_u32_halves(offset), mu_d, sigma_d, per_sample, blocks,
-                **_kernel_options(x, prior, max_alpha, alpha_min, mask_inactive, unit_mean,
-                                  apply_noise))
-    prior_grads = prior_partials.sum(0)
-    return (_like(x, grad_x), _like(alpha_logit, grad_logit),
-            prior_grads[0].to(mu.dtype).reshape(mu.shape).clone(),
-            prior_grads[1].to(sigma.dtype).reshape(sigma.shape).clone())
+    grad_x, grad_x_work = walk.output(x)
+    grad_logit, grad_logit_work = walk.output(alpha_logit)
+    log_normal = prior == "log_normal"
+    # per program: grad_kl[b] * (sum of d kl / d mu, sum of d kl / d sigma); unused (one
+    # element) with the log-uniform prior
+    prior_partials = torch.empty((walk.programs if log_normal else 1, 2), dtype=compute,
+                                 device=x.device)
+    seed_d, mu_d, sigma_d = _device_scalars(x, seed, mu, sigma)
+    # grad_kl is read with its stride: the expanded gradient of kl.sum() or kl.mean() (stride
+    # 0) needs no copy
+    grad_kl = _on(grad_kl, x.device, compute)
+    _launch(kernels.backward_kernel, (walk.programs,), x.device,
+            walk.like(_on(grad_z, x.device, x.dtype)), grad_kl, grad_kl.stride(0), walk.x,
+            walk.like(alpha_logit), grad_x_work, grad_logit_work, prior_partials, grad_mu,
+            grad_sigma, seed_d, *_u32_halves(offset), mu_d, sigma_d, *walk.sizes,
+            **_kernel_options(x, walk, prior, max_alpha, alpha_min, mask_inactive,
+                              unit_mean, apply_noise))
+    if log_normal:
+        _launch(kernels.prior_grads_kernel, (1,), x.device, prior_partials, walk.programs,
+                grad_mu, grad_sigma, BLOCK=PRIOR_BLOCK)
+    return _finish(grad_x, grad_x_work), _finish(grad_logit, grad_logit_work), grad_mu, grad_sigma
 
 
 _register_autograd("infodrop_triton::information_dropout",
@@ -205,5 +278,5 @@ def noise(numel: int, seed: torch.Tensor, offset: int, start: int) -> torch.Tens
         first_group, head = start_bits >> 2, start_bits & 3
         programs = triton.cdiv(head + numel, 4 * GROUPS)
         _launch(kernels.noise_kernel, (programs,), seed.device, out, numel, first_group, head,
-                seed.reshape(()), *_u32_halves(offset), GROUPS=GROUPS)
+                seed, *_u32_halves(offset), GROUPS=GROUPS)
     return out
