@@ -12,6 +12,7 @@ and ``deepcopy``/``pickle`` leave the KL tensors (graph tensors) behind.
 """
 
 import sys
+import weakref
 
 import torch
 from torch import nn
@@ -50,10 +51,10 @@ class _ApplyKLGradient(torch.autograd.Function):
 _CHECKPOINT_FORWARD = []  # the code object of torch.utils.checkpoint's reentrant forward, once known
 
 
-def _inside_reentrant_checkpoint():
-    """Whether this call runs inside torch.utils.checkpoint(use_reentrant=True)'s forward, which
-    runs the function without gradients.  A walk up the stack: called only for a training
-    layer that runs without gradients, never on the usual paths."""
+def _reentrant_checkpoint():
+    """The node (ctx) of the torch.utils.checkpoint(use_reentrant=True) whose forward runs this
+    call (without gradients), or None.  A walk up the stack: called only for a training layer
+    that runs without gradients, never on the usual paths."""
     if not _CHECKPOINT_FORWARD:
         from torch.utils.checkpoint import CheckpointFunction
 
@@ -61,9 +62,36 @@ def _inside_reentrant_checkpoint():
     frame = sys._getframe(2)
     while frame is not None:
         if frame.f_code is _CHECKPOINT_FORWARD[0]:
-            return True
+            return frame.f_locals["ctx"]
         frame = frame.f_back
-    return False
+    return None
+
+
+class _PriorUsed:
+    """The prior (mu, sigma) that one training call ran with, kept for the recomputation of
+    that call by torch.utils.checkpoint, which must read it rather than the buffers the call
+    has moved since.  Found, as checkpointing reproduces the call's noise, by the state of the
+    generator the call draws its noise from (``rng``): checkpointing restores it before it
+    recomputes.  Held by the autograd nodes that may recompute the call, so it lives exactly
+    as long as they do; the layer keeps weak references only."""
+
+    __slots__ = ("rng", "mu", "sigma", "__weakref__")
+    _KEY = "infodrop_priors_used"  # of the nodes' metadata
+
+    def __init__(self, rng, mu, sigma):
+        self.rng, self.mu, self.sigma = rng, mu, sigma
+
+    def hold_by(self, node):
+        node.metadata.setdefault(self._KEY, []).append(self)
+
+
+def _noise_rng_state(device):
+    """The state of the default generator of ``device``, which the layer (it takes no
+    generator) draws its noise seed from and checkpointing (preserve_rng_state=True, its
+    default) restores before it recomputes a forward: host memory, read without a sync."""
+    if device.type == "cpu":
+        return torch.default_generator.get_state()
+    return torch.get_device_module(device.type).get_rng_state(device)
 
 
 def _set(layer, name, value):
@@ -102,8 +130,11 @@ class InformationDropout(nn.Module):
     over the units of the call's first samples, at most 2**16 units; sigma >= 1e-3), so no
     optimiser can push it anywhere a KL is not finite.
     ``learn_prior=False`` keeps the given mu and sigma.  Checkpoints of the earlier module (mu
-    and sigma as parameters) load unchanged.  A checkpointed layer is not tracked again while
-    its forward is recomputed in the backward.
+    and sigma as parameters) load unchanged.  Under torch.utils.checkpoint the forward that
+    the backward recomputes is the same call again: it runs with the prior the call ran with
+    (not the buffers the call has moved since), moves nothing and records no KL, so gradients,
+    KL and buffers are those of the run without checkpointing, as the noise is (checkpointing
+    restores the generators for both: ``preserve_rng_state=True``, its default).
 
     Errors raised inside the call name the layer and its options.
     """
@@ -112,6 +143,7 @@ class InformationDropout(nn.Module):
     # whether _kl_calls holds a call made outside any tracked pass; a class default, so that
     # layers pickled before it existed load
     _kl_untracked = False
+    _priors_used = ()  # weak references to the _PriorUsed of calls that may be recomputed
 
     def __init__(self, prior="log_uniform", max_alpha=0.7, alpha_min=1e-3, mu=0.0, sigma=1.0,
                  learn_prior=True, mask_inactive=False, unit_mean=False, noise_in_eval=False,
@@ -166,17 +198,40 @@ class InformationDropout(nn.Module):
 
     def forward(self, x, alpha_logit):
         # While autograd recomputes a checkpointed forward (inside a backward), the call is
-        # the same call again: it neither moves the prior nor records its KL twice.
-        recompute = not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
+        # the same call again: it runs with the prior that call ran with (_PriorUsed), and it
+        # neither moves the prior nor records its KL a second time.
+        compiling = torch.compiler.is_compiling()
+        recompute = not compiling and torch._C._current_graph_task_id() != -1
         training = self.training
-        follow_prior = self.learn_prior and training and not recompute
+        weight = self._kl_weight
+        learned = self.learn_prior and training
+        reentrant = None  # the reentrant checkpoint whose forward runs this call, if one does
+        if (training and not compiling and not torch.is_grad_enabled()
+                and (learned or weight is None)):
+            reentrant = _reentrant_checkpoint()
+        if weight is None and reentrant is not None:
+            raise RuntimeError(
+                f"{self._get_name()}({self.extra_repr()}) runs inside "
+                "torch.utils.checkpoint(use_reentrant=True), whose forward has no gradients: "
+                "the KL's gradient would be lost. Pass kl_weight=beta / N_train to the layer "
+                "(it then applies the KL's gradient in its backward; kl_weight=0.0 if the KL "
+                "is only logged), or use use_reentrant=False")
         mu, sigma = self.mu, self.sigma
-        if follow_prior:
+        used = None  # the prior of this call, kept for its recomputation
+        if learned and recompute:
+            mu, sigma = self._prior_used(x.device)
+        elif learned:
             # _follow_prior updates the buffers in place after this call, and the op saves mu
             # and sigma for its backward: it gets copies (one stack), so that this call's
             # backward, and that of an earlier call of the same pass, read the values they ran
             # with rather than failing the saved tensors' version check
             mu, sigma = torch.stack((mu, sigma)).unbind()
+            # checkpointing may recompute the call: a reentrant checkpoint, or saved-tensor
+            # hooks (a non-reentrant checkpoint's; checked rather than told apart, cheaply)
+            if reentrant is not None or (
+                    not compiling and torch.is_grad_enabled()
+                    and torch._C._autograd._top_saved_tensors_default_hooks(False) is not None):
+                used = _PriorUsed(_noise_rng_state(x.device), mu, sigma)
         try:
             z, kl = functional.information_dropout(
                 x, alpha_logit, prior=self.prior, max_alpha=self.max_alpha,
@@ -185,19 +240,12 @@ class InformationDropout(nn.Module):
                 noise_in_eval=self.noise_in_eval, backend=self.backend)
         except (TypeError, ValueError, RuntimeError) as error:
             raise _named_error(self, error) from error
-        if follow_prior:
+        if used is not None:
+            self._keep_prior_used(used, (reentrant,) if reentrant is not None
+                                  else (z.grad_fn, kl.grad_fn))
+        if learned and not recompute:
             self._follow_prior(x, alpha_logit)
-        weight = self._kl_weight
-        if weight is None:
-            if (training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                    and _inside_reentrant_checkpoint()):
-                raise RuntimeError(
-                    f"{self._get_name()}({self.extra_repr()}) runs inside "
-                    "torch.utils.checkpoint(use_reentrant=True), whose forward has no gradients: "
-                    "the KL's gradient would be lost. Pass kl_weight=beta / N_train to the layer "
-                    "(it then applies the KL's gradient in its backward; kl_weight=0.0 if the KL "
-                    "is only logged), or use use_reentrant=False")
-        else:
+        if weight is not None:
             if training and weight and kl.requires_grad:
                 z = _ApplyKLGradient.apply(z, kl, weight)
             kl = kl.detach()
@@ -209,6 +257,33 @@ class InformationDropout(nn.Module):
                 _set(self, "_kl_calls", (kl,))
                 _set(self, "_kl_untracked", True)
         return z
+
+    def _keep_prior_used(self, used, nodes):
+        """``used`` held by the autograd nodes that may recompute its call (the reentrant
+        checkpoint's, or those of the call's outputs: a non-reentrant checkpoint recomputes
+        while the backward runs on the graph that holds them), looked up through a weak
+        reference, so that it goes with them."""
+        held = False
+        for node in dict.fromkeys(nodes):  # z and kl share the fused op's node
+            if node is not None:
+                used.hold_by(node)
+                held = True
+        if held:
+            live = tuple(ref for ref in self._priors_used if ref() is not None)
+            _set(self, "_priors_used", live + (weakref.ref(used),))
+
+    def _prior_used(self, device):
+        """(mu, sigma) that the call being recomputed ran with: the _PriorUsed of the same
+        generator state (the latest, should a generator reseeded between calls give two calls
+        whose graphs are both alive the same state: they then drew the same noise as well).
+        The buffers where none has it: checkpointing with preserve_rng_state=False, whose
+        recomputation draws other noise too."""
+        rng = _noise_rng_state(device)
+        for ref in reversed(self._priors_used):
+            used = ref()
+            if used is not None and torch.equal(used.rng, rng):
+                return used.mu, used.sigma
+        return self.mu, self.sigma
 
     @torch.no_grad()
     def _follow_prior(self, x, alpha_logit):
@@ -252,6 +327,7 @@ class InformationDropout(nn.Module):
         # deepcopy and pickle: the KLs are graph tensors of one pass, not state of the layer
         state = super().__getstate__()
         state["_kl_calls"], state["_kl_depth"], state["_kl_untracked"] = (), 0, False
+        state["_priors_used"] = ()  # (weak references) the graph of a pass holds these
         return state
 
     def extra_repr(self):
