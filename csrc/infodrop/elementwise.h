@@ -194,7 +194,7 @@ __device__ __forceinline__ bool device_in_range(const float (&logit)[V]) {
   float most = fabsf(logit[0]);
   INFODROP_UNROLL
   for (int k = 1; k < V; ++k) most = fmaxf(most, fabsf(logit[k]));  // fmaxf drops NaN
-  return device_in_range(most);
+  return device_in_range(most);  // so: true exactly where device_in_range is for every logit
 }
 #endif
 
@@ -329,10 +329,17 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
 }
 
 // ---- the elements of a CUDA thread's step --------------------------------------------------
+//
+// The contiguous kernels' steps (V consecutive elements) and the channels-last kernels' tiles (4
+// positions of 1 or 2 channels, whose elements straddle Philox groups where S % 4 != 0) group
+// different elements, so which math an element takes is decided per element: DeviceMath where
+// device_in_range(its logit), else the IEEE path.  The one range test per step (true exactly
+// where every element's is) only lets the steps whose logits are all in range, nearly all, skip
+// the per-element tests and fold the options; a step with a logit outside tests each element
+// (forward_element), with the options as run-time values: the same operations per element, as
+// the options only pick whole terms (docs/performance.md, "channels_last in place").
 
-// forward_element of V elements (a step's vector access).  On the device, one range test for the
-// whole step: DeviceMath for all V where every logit is in range, else element by element (one
-// branch per step, not one per element, on the path nearly every step takes).
+// forward_element of V elements (a step's or a tile's), one range test for the whole step.
 template <int V, class S>
 INFODROP_HD void forward_step(const S (&x)[V], const S (&logit)[V], const float (&eps)[V],
                               const Params<S>& p, S (&z)[V], S (&kl)[V]) {
