@@ -140,6 +140,21 @@ struct InRangeMath {
   }
 };
 
+// Where DeviceMath gives the IEEE path's values within the error bound: |logit| <= 80, so that
+// the sigmoid's exp is finite and s >= 1.8e-35, which keeps alpha (1 / alpha, log alpha) a normal
+// float for any alpha_min > 0 or max_alpha >= 7e-4.  NaN logits pass (NaN propagates alike).
+// Host-device, for the device kernels and for tests/device_range_harness.cpp, which checks on
+// the CPU that the step's test below agrees with this one on every element.
+INFODROP_HD bool device_in_range(float logit) { return !(fabsf(logit) > 80.0f); }
+
+template <int V>
+INFODROP_HD bool device_in_range(const float (&logit)[V]) {
+  float most = fabsf(logit[0]);
+  INFODROP_UNROLL
+  for (int k = 1; k < V; ++k) most = fmaxf(most, fabsf(logit[k]));  // fmaxf drops NaN
+  return device_in_range(most);  // so: true exactly where device_in_range is for every logit
+}
+
 #if defined(__CUDA_ARCH__)
 // The CUDA kernels' version for float: device_math.h's special-function-unit approximations, right
 // where device_in_range says (their ends, subnormals flushed to zero, are not IEEE's).
@@ -152,10 +167,6 @@ struct DeviceMath {
   __device__ float inverse(float alpha) { return device::rcp(alpha); }
 };
 
-// Where DeviceMath gives the IEEE path's values within the error bound: |logit| <= 80, so that
-// the sigmoid's exp is finite and s >= 1.8e-35, which keeps alpha (1 / alpha, log alpha) a normal
-// float for any alpha_min > 0 or max_alpha >= 7e-4.  NaN logits pass (NaN propagates alike).
-__device__ __forceinline__ bool device_in_range(float logit) { return !(fabsf(logit) > 80.0f); }
 // f(q) with q = p and q's prior, mask_inactive and unit_mean constants the compiler sees: the
 // device step is compiled once per combination, each free of the per-element selects and
 // predicated instructions of the options it does not have (2-3 instructions per element).
@@ -189,13 +200,6 @@ __device__ __forceinline__ void with_options_known(const Params<float>& p, F&& f
   }
 }
 
-template <int V>
-__device__ __forceinline__ bool device_in_range(const float (&logit)[V]) {
-  float most = fabsf(logit[0]);
-  INFODROP_UNROLL
-  for (int k = 1; k < V; ++k) most = fmaxf(most, fabsf(logit[k]));  // fmaxf drops NaN
-  return device_in_range(most);  // so: true exactly where device_in_range is for every logit
-}
 #endif
 
 // Whether InRangeMath exists for the compute type: float lanes, not double.
