@@ -159,6 +159,14 @@ def disassemble(cubin: str) -> dict:
     return kernels
 
 
+def _jumps(ins) -> bool:
+    """Whether `ins` goes to a label of its kernel: a BRA, or a CALL.REL.NOINC to a label, not to
+    a subroutine, which ptxas for sm_80 uses to leave a loop (`@P0 CALL.REL.NOINC .L_x_7`, where
+    sm_90 code has `@P0 BRA`); read as a call, the step loop's exit was lost, the loop around it
+    (one sample, with its partial-sum store) looked smaller than it, and --arch 80 counted that."""
+    return bool(ins.target) and ins.opcode.startswith(("BRA", "CALL.REL.NOINC"))
+
+
 def _blocks(instructions, labels):
     """Basic blocks as (start, end) index ranges and their successors."""
     starts = {0} | set(labels.values())
@@ -172,9 +180,9 @@ def _blocks(instructions, labels):
     for _, end in ranges:
         last = instructions[end - 1]
         succ = []
-        if last.target and last.opcode.startswith("BRA"):
+        if _jumps(last):
             succ.append(index_of[labels[last.target]])
-        ends = last.opcode.startswith(("EXIT", "RET", "BRA"))
+        ends = last.opcode.startswith(("EXIT", "RET", "BRA")) or _jumps(last)
         if (not ends or last.predicated) and end in index_of:
             succ.append(index_of[end])
         successors.append(succ)
@@ -224,7 +232,8 @@ def main_path(instructions, labels) -> PathCount:
             philox += ins.opcode.startswith(("IMAD.WIDE.U32", "IMAD.HI"))
             # the rare paths: local memory, subroutine calls (IEEE division's and sqrt's
             # slow paths, whose few call-site instructions would otherwise look cheap)
-            local += ins.opcode.startswith(("LDL", "STL", "CALL"))
+            local += ins.opcode.startswith(("LDL", "STL")) or (
+                ins.opcode.startswith("CALL") and not _jumps(ins))
             ragged += ins.predicated and cls == "mem"
             branches += ins.predicated and ins.opcode.startswith("BRA")
         return counts, (local, ragged, -philox, branches, sum(counts[c] for c in CLASSES))

@@ -140,6 +140,46 @@ def test_main_path_skips_slow_paths_and_ragged_steps_and_keeps_the_noise():
     assert "S2R" not in path.opcodes and "EXIT" not in path.opcodes  # outside the loop
 
 
+def test_main_path_follows_a_loop_exit_written_as_a_call():
+    """sm_80 code leaves the step loop by `@P0 CALL.REL.NOINC` to a label of the kernel (sm_90
+    by `@P0 BRA`): that is an edge out of the loop, else the loop over samples around it (with
+    its partial-sum store) looks like the smallest loop that stores, and is counted instead."""
+    I = sass.Instruction  # noqa: E741
+    listing = [
+        I(0x00, "S2R", False),
+        # .L_x_0: a sample; no steps for this thread: straight to its partial sum
+        I(0x10, "ISETP.GE.AND", False), I(0x20, "BRA", True, ".L_x_2"),
+        # .L_x_1: a step (noise on or off, a whole store), then leave the loop or take the
+        # next step; more blocks than the sample loop has without the exit's edge
+        I(0x30, "ISETP.NE.AND", False), I(0x40, "BRA", True, ".L_x_3"),
+        I(0x50, "IMAD.WIDE.U32", False),
+        I(0x60, "STG.E.128", False), I(0x70, "ISETP.GE.AND", False),
+        I(0x80, "CALL.REL.NOINC", True, ".L_x_2"),
+        I(0x90, "BRA", False, ".L_x_1"),
+        # .L_x_2: the sample's partial sum, then the next sample
+        I(0xa0, "BSYNC", False), I(0xb0, "STG.E", True), I(0xc0, "BRA", True, ".L_x_0"),
+        I(0xd0, "EXIT", False),
+    ]
+    labels = {".L_x_0": 1, ".L_x_1": 3, ".L_x_3": 6, ".L_x_2": 10}
+    path = sass.main_path(listing, labels)
+    assert path.loop
+    assert path.opcodes["IMAD.WIDE.U32"] == 1 and path.opcodes["STG.E.128"] == 1
+    assert "STG.E" not in path.opcodes and "BSYNC" not in path.opcodes
+
+
+@needs_library
+def test_sm_80_counts_come_from_the_step_loop(cubins):
+    """The float32 forward's main path on sm_80: a whole step with its Philox group, as on
+    sm_90 (the loop exit above made it 16 instructions per element, the sample loop's)."""
+    if "sm_80" not in cubins:
+        pytest.skip(f"built for {sorted(cubins)}")
+    (instructions, labels), = [code for name, code in sass.disassemble(cubins["sm_80"]).items()
+                               if "forward_kernelIffE" in name]
+    path = sass.main_path(instructions, labels)
+    assert path.opcodes["STG.E.128"] == 1
+    assert path.opcodes["IMAD.WIDE.U32"] + path.opcodes["IMAD.HI.U32"] >= 20
+
+
 # Issue 19's targets, instructions per element of the main path counted on sm_90.  The forward
 # misses: what is left is in docs/performance.md ("The instruction diet").
 TARGETS = {"forward": 50, "backward": 75}

@@ -1,5 +1,5 @@
-// CUDA kernels of the infodrop ops.  The math is the shared per-element code of
-// csrc/infodrop/elementwise.h (noise_group, forward_element, backward_element); what is CUDA's
+// CUDA kernels of the infodrop ops.  The math is the shared code of csrc/infodrop/elementwise.h
+// (noise_group, and forward_step / backward_step on a step's elements); what is CUDA's
 // own here is the walk over memory (16-byte loads and stores, 64-bit grid-stride loops) and the
 // per-sample reductions (CUB block sums, one partial per block and sample, summed by the caller
 // in a fixed order so that results are deterministic).
@@ -291,8 +291,10 @@ INFODROP_INSTANTIATE(c10::BFloat16, float)
 
 // ---- Channels-last samples, walked in place (walker.h's tiles) ---------------------------------
 //
-// The same per-element math as the kernels above, on tiles of W channels x 4 positions: element
-// [w * 4 + k] of a tile's arrays is channel c0 + w, position 4 * quad + k.  Each position's W
+// The same math as the kernels above (forward_step / backward_step on a tile's 4 W elements,
+// which take the same path per element as the contiguous steps: elementwise.h), on tiles of W
+// channels x 4 positions: element [w * 4 + k] of a tile's arrays is channel c0 + w, position
+// 4 * quad + k.  Each position's W
 // channels are one access (Pack<T, W>); neighbouring threads take neighbouring channels, so a
 // warp's accesses for one position are adjacent.  The noise is drawn from the logical index,
 // so the results are the contiguous kernels' element for element.
@@ -433,12 +435,7 @@ __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
         S xv[N], lv[N], zv[N], klv[N];
         load_tile<W>(x + at, shape.channels, whole, tile.valid, xv);
         load_tile<W>(logit + at, shape.channels, whole, tile.valid, lv);
-#pragma unroll
-        for (int k = 0; k < N; ++k) {
-          const ForwardOut<S> out = forward_element(xv[k], lv[k], static_cast<S>(eps[k]), p);
-          zv[k] = out.z;
-          klv[k] = out.kl;
-        }
+        forward_step(xv, lv, eps, p, zv, klv);
         store_tile<W>(z + at, shape.channels, whole, tile.valid, zv);
         add_tile<W>(kl_sum, klv, whole, tile.valid);
       });
@@ -477,15 +474,7 @@ __global__ void __launch_bounds__(kThreads)
         load_tile<W>(grad_z + at, shape.channels, whole, tile.valid, gzv);
         load_tile<W>(x + at, shape.channels, whole, tile.valid, xv);
         load_tile<W>(logit + at, shape.channels, whole, tile.valid, lv);
-#pragma unroll
-        for (int k = 0; k < N; ++k) {
-          const BackwardOut<S> out =
-              backward_element(gzv[k], weight, xv[k], lv[k], static_cast<S>(eps[k]), p);
-          gxv[k] = out.grad_x;
-          glv[k] = out.grad_logit;
-          dmuv[k] = out.dmu;
-          dsigmav[k] = out.dsigma;
-        }
+        backward_step(gzv, weight, xv, lv, eps, p, gxv, glv, dmuv, dsigmav);
         store_tile<W>(grad_x + at, shape.channels, whole, tile.valid, gxv);
         store_tile<W>(grad_logit + at, shape.channels, whole, tile.valid, glv);
         add_tile<W>(dmu_sum, dmuv, whole, tile.valid);

@@ -140,6 +140,21 @@ struct InRangeMath {
   }
 };
 
+// Where DeviceMath gives the IEEE path's values within the error bound: |logit| <= 80, so that
+// the sigmoid's exp is finite and s >= 1.8e-35, which keeps alpha (1 / alpha, log alpha) a normal
+// float for any alpha_min > 0 or max_alpha >= 7e-4.  NaN logits pass (NaN propagates alike).
+// Host-device, for the device kernels and for tests/device_range_harness.cpp, which checks on
+// the CPU that the step's test below agrees with this one on every element.
+INFODROP_HD bool device_in_range(float logit) { return !(fabsf(logit) > 80.0f); }
+
+template <int V>
+INFODROP_HD bool device_in_range(const float (&logit)[V]) {
+  float most = fabsf(logit[0]);
+  INFODROP_UNROLL
+  for (int k = 1; k < V; ++k) most = fmaxf(most, fabsf(logit[k]));  // fmaxf drops NaN
+  return device_in_range(most);  // so: true exactly where device_in_range is for every logit
+}
+
 #if defined(__CUDA_ARCH__)
 // The CUDA kernels' version for float: device_math.h's special-function-unit approximations, right
 // where device_in_range says (their ends, subnormals flushed to zero, are not IEEE's).
@@ -152,10 +167,6 @@ struct DeviceMath {
   __device__ float inverse(float alpha) { return device::rcp(alpha); }
 };
 
-// Where DeviceMath gives the IEEE path's values within the error bound: |logit| <= 80, so that
-// the sigmoid's exp is finite and s >= 1.8e-35, which keeps alpha (1 / alpha, log alpha) a normal
-// float for any alpha_min > 0 or max_alpha >= 7e-4.  NaN logits pass (NaN propagates alike).
-__device__ __forceinline__ bool device_in_range(float logit) { return !(fabsf(logit) > 80.0f); }
 // f(q) with q = p and q's prior, mask_inactive and unit_mean constants the compiler sees: the
 // device step is compiled once per combination, each free of the per-element selects and
 // predicated instructions of the options it does not have (2-3 instructions per element).
@@ -189,13 +200,6 @@ __device__ __forceinline__ void with_options_known(const Params<float>& p, F&& f
   }
 }
 
-template <int V>
-__device__ __forceinline__ bool device_in_range(const float (&logit)[V]) {
-  float most = fabsf(logit[0]);
-  INFODROP_UNROLL
-  for (int k = 1; k < V; ++k) most = fmaxf(most, fabsf(logit[k]));  // fmaxf drops NaN
-  return device_in_range(most);
-}
 #endif
 
 // Whether InRangeMath exists for the compute type: float lanes, not double.
@@ -329,10 +333,20 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
 }
 
 // ---- the elements of a CUDA thread's step --------------------------------------------------
+//
+// The contiguous kernels' steps (V consecutive elements) and the channels-last kernels' tiles (4
+// positions of 1 or 2 channels, whose elements straddle Philox groups where S % 4 != 0) group
+// different elements, so which math an element takes is decided per element: DeviceMath where
+// device_in_range(its logit), else the IEEE path.  The one range test per step (true exactly
+// where every element's is) only lets the steps whose logits are all in range, nearly all, skip
+// the per-element tests and fold the options.  A step with a logit outside tests each element
+// (forward_element) with the options as run-time values, and nvcc then contracts some
+// multiply-adds differently (unit_mean's alpha eps - alpha^2 / 2 in the forward, the prior's
+// terms in the backward): its in-range elements can differ in the last bit from the same
+// elements in an all-in-range step of the other layout.  Known, not fixed: docs/performance.md,
+// "channels_last in place".
 
-// forward_element of V elements (a step's vector access).  On the device, one range test for the
-// whole step: DeviceMath for all V where every logit is in range, else element by element (one
-// branch per step, not one per element, on the path nearly every step takes).
+// forward_element of V elements (a step's or a tile's), one range test for the whole step.
 template <int V, class S>
 INFODROP_HD void forward_step(const S (&x)[V], const S (&logit)[V], const float (&eps)[V],
                               const Params<S>& p, S (&z)[V], S (&kl)[V]) {
