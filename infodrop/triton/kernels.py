@@ -15,14 +15,16 @@ walks its sample in place in one of the two layouts of infodrop/_layout.py:
 
 The noise is the exact stream of docs/spec.md section 3 (Philox4x32-10 written with tl.umulhi, not
 tl.randn, whose stream differs), in float32; backends agree to float32 rounding, not bit for
-bit.  exp, sin, cos and the KL's log are Triton's; Box-Muller's log is our own (see
-log_normal_f32).
+bit.  exp, log, sin, cos, the sigmoid and Box-Muller's log and square root are those of
+device_math.py: float32 on the special-function unit as in csrc/infodrop/device_math.h when
+compiled for a GPU, exact under TRITON_INTERPRET=1.
 """
 
 import triton
 import triton.language as tl
 
 from .. import _spec
+from .device_math import box_muller, exp, log, sigmoid_pair
 
 # The spec's constants (infodrop/_spec.py).  A @jit function may read a module global only
 # when it is a tl.constexpr *instance*: an annotated int (`PHILOX_M0: tl.constexpr = ...`) runs
@@ -49,48 +51,6 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
         k0 = k0 + PHILOX_W0
         k1 = k1 + PHILOX_W1
     return c0, c1, c2, c3
-
-
-@triton.jit
-def uniform(r):
-    # (r >> 9) * 2^-23 + 2^-24: exact in float32, in (0, 1), never 0 or 1
-    return (r >> 9).to(tl.float32) * 1.1920928955078125e-07 + 5.9604644775390625e-08
-
-
-@triton.jit
-def log_normal_f32(x):
-    """log of a normal float32 x > 0, relative error below 2^-20 also near x = 1, where a
-    log2-based hardware approximation (which tl.log may lower to) has only an absolute bound:
-    there -log(u) is tiny and must stay >= 0 for the square root of Box-Muller.  The mantissa
-    is folded into [sqrt(1/2), sqrt(2)) and Cephes' polynomial applied, as in
-    csrc/infodrop/fastmath.h."""
-    bits = x.to(tl.uint32, bitcast=True)
-    m = ((bits & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)
-    below = m < 0.70710678118654752
-    f = tl.where(below, m + m, m) - 1.0
-    e = ((bits >> 23).to(tl.int32) - 126).to(tl.float32) - tl.where(below, 1.0, 0.0)
-    z = f * f
-    p = 7.0376836292e-2
-    p = p * f - 1.1514610310e-1
-    p = p * f + 1.1676998740e-1
-    p = p * f - 1.2420140846e-1
-    p = p * f + 1.4249322787e-1
-    p = p * f - 1.6668057665e-1
-    p = p * f + 2.0000714765e-1
-    p = p * f - 2.4999993993e-1
-    p = p * f + 3.3333331174e-1
-    # ln 2 = 0.693359375 - 2.12194440e-4, split so that e * ln 2 adds without rounding error
-    return f + (f * z * p + e * -2.12194440e-4 - 0.5 * z) + e * 0.693359375
-
-
-@triton.jit
-def box_muller(a, b):
-    rad = tl.sqrt_rn(-2.0 * log_normal_f32(uniform(a)))
-    # 2 pi u reduced to [-pi, pi) exactly (u - 1 is exact for u >= 1/2): sin and cos are
-    # accurate there whatever the hardware's range reduction.
-    u = uniform(b)
-    theta = 6.283185307179586 * tl.where(u >= 0.5, u - 1.0, u)
-    return rad * tl.cos(theta), rad * tl.sin(theta)
 
 
 @triton.jit
@@ -124,20 +84,9 @@ def to_compute(v, FLOAT64: tl.constexpr):
 
 
 @triton.jit
-def sigmoid_pair(v):
-    """sigmoid(v) and 1 - sigmoid(v), both without overflow or cancellation; sigmoid(v) is 0
-    where exp(-v) = 1 / e overflows, as 1 / (1 + exp(-v)) (torch.sigmoid, the reference) is:
-    with ALPHA_MIN = 0 the KL is then inf where the reference's is (csrc/infodrop/fastmath.h)."""
-    e = tl.exp(-tl.abs(v))
-    large = 1.0 / (1.0 + e)
-    small = e * large
-    positive = v >= 0
-    s = tl.where((v < 0) & (1.0 / e == float("inf")), 0.0, tl.where(positive, large, small))
-    return s, tl.where(positive, small, large)
-
-
-@triton.jit
 def log_x_minus_mu(x, mu):
+    # tl.log, not device_math's lg2: with lg2 here, triton 3.6 spilled 12 bytes in the float32
+    # log-normal forward with the flags off on sm_90 (the log-uniform main path is unaffected)
     return tl.log(tl.where(x > X_FLOOR, x, X_FLOOR)) - mu
 
 
@@ -223,14 +172,14 @@ def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo
         log_noise = alpha * eps
         if UNIT_MEAN:
             log_noise = log_noise - 0.5 * alpha * alpha
-        z = x * tl.exp(log_noise)
+        z = x * exp(log_noise)
     if LOG_NORMAL:
         mu = to_compute(tl.load(mu_ptr), FLOAT64)
         sigma = to_compute(tl.load(sigma_ptr), FLOAT64)
         d = log_x_minus_mu(x, mu)
-        kl = (d * d + alpha * alpha) / (2.0 * sigma * sigma) - tl.log(alpha / sigma) - 0.5
+        kl = (d * d + alpha * alpha) / (2.0 * sigma * sigma) - log(alpha / sigma) - 0.5
     else:
-        kl = -tl.log(alpha / (ALPHA_MIN + MAX_ALPHA))
+        kl = -log(alpha / (ALPHA_MIN + MAX_ALPHA))
     if MASK_INACTIVE:
         kl = tl.where(x == 0, 0.0, kl)
     tl.store(z_ptr + begin + offsets, z.to(z_ptr.dtype.element_ty), mask=mask)
@@ -268,7 +217,7 @@ def backward_kernel(grad_z_ptr, grad_kl_ptr, grad_kl_stride, x_ptr, logit_ptr, g
         if UNIT_MEAN:
             log_noise = log_noise - 0.5 * alpha * alpha
             dlog_noise = eps - alpha
-        n = tl.exp(log_noise)
+        n = exp(log_noise)
         grad_x = grad_z * n
         grad_alpha = grad_z * x * n * dlog_noise
     inactive = x == 0
