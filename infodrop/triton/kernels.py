@@ -91,21 +91,29 @@ def log_x_minus_mu(x, mu):
 
 
 @triton.jit
-def channels_first_tile(GROUPS: tl.constexpr, per_sample, blocks_per_sample):
+def channels_first_tile(GROUPS: tl.constexpr, ALIGNED: tl.constexpr, per_sample,
+                        blocks_per_sample):
     """This program's sample, its [GROUPS] group indices and [1, 4] lanes, the base of the
     offsets (0) and the memory offsets (= logical indices, int64) and mask of the [GROUPS, 4]
     elements.  int64 offsets, not the sample's begin plus i32 offsets within it: the i32 form
     counted 167.8 instead of 154.2 instructions per element in the float32 forward (sm_90) and
-    made the float32 log-normal backward spill on sm_80.  The loads are scalar either way: the
-    per-element mask from runtime bounds hides the groups' contiguity (docs/performance.md,
-    Triton section)."""
+    made the float32 log-normal backward spill on sm_80.  ALIGNED (per_sample % 4 == 0, nearly
+    every CNN activation): no group straddles a sample's edge, so the mask is one per group,
+    which shows Triton that each group's 4 elements are loaded and stored together (16-byte
+    accesses for float32); otherwise the mask is per element from the sample's bounds, and the
+    accesses scalar."""
     pid = tl.program_id(0)
     sample = pid // blocks_per_sample
     begin = sample.to(tl.int64) * per_sample
     groups = begin // 4 + (pid % blocks_per_sample).to(tl.int64) * GROUPS + tl.arange(0, GROUPS)
     lane = tl.arange(0, 4)[None, :]
     index = groups[:, None] * 4 + lane
-    return pid, sample, groups, lane, 0, index, (index >= begin) & (index < begin + per_sample)
+    if ALIGNED:
+        # the groups begin at the sample's first: only its end needs a test
+        mask = tl.broadcast_to((groups < (begin + per_sample) // 4)[:, None], (GROUPS, 4))
+    else:
+        mask = (index >= begin) & (index < begin + per_sample)
+    return pid, sample, groups, lane, 0, index, mask
 
 
 @triton.jit
@@ -136,12 +144,12 @@ def channels_last_tile(GROUPS: tl.constexpr, CHANNEL_BLOCK: tl.constexpr, per_sa
 
 @triton.jit
 def sample_tile(GROUPS: tl.constexpr, CHANNEL_BLOCK: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                per_sample, blocks_per_sample, channels, positions):
+                ALIGNED: tl.constexpr, per_sample, blocks_per_sample, channels, positions):
     if CHANNELS_LAST:
         return channels_last_tile(GROUPS, CHANNEL_BLOCK, per_sample, blocks_per_sample, channels,
                                   positions)
     else:
-        return channels_first_tile(GROUPS, per_sample, blocks_per_sample)
+        return channels_first_tile(GROUPS, ALIGNED, per_sample, blocks_per_sample)
 
 
 # Sizes and offsets are not specialised on their values (Triton would recompile for each value
@@ -157,10 +165,11 @@ def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo
                    MAX_ALPHA: tl.constexpr, ALPHA_MIN: tl.constexpr, FLOAT64: tl.constexpr,
                    LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
                    UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr,
-                   CHANNELS_LAST: tl.constexpr, GROUPS: tl.constexpr,
+                   CHANNELS_LAST: tl.constexpr, ALIGNED: tl.constexpr, GROUPS: tl.constexpr,
                    CHANNEL_BLOCK: tl.constexpr):
     pid, sample, groups, lane, begin, offsets, mask = sample_tile(
-        GROUPS, CHANNEL_BLOCK, CHANNELS_LAST, per_sample, blocks_per_sample, channels, positions)
+        GROUPS, CHANNEL_BLOCK, CHANNELS_LAST, ALIGNED, per_sample, blocks_per_sample, channels,
+        positions)
     x = to_compute(tl.load(x_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
     logit = to_compute(tl.load(logit_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
     s, one_minus_s = sigmoid_pair(logit)
@@ -193,14 +202,15 @@ def backward_kernel(grad_z_ptr, grad_kl_ptr, grad_kl_stride, x_ptr, logit_ptr, g
                     positions, MAX_ALPHA: tl.constexpr, ALPHA_MIN: tl.constexpr,
                     FLOAT64: tl.constexpr, LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
                     UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr,
-                    CHANNELS_LAST: tl.constexpr, GROUPS: tl.constexpr,
+                    CHANNELS_LAST: tl.constexpr, ALIGNED: tl.constexpr, GROUPS: tl.constexpr,
                     CHANNEL_BLOCK: tl.constexpr):
     """grad_x and grad_logit; with the log-normal prior, per program grad_kl[b] * (sum of
     d kl / d mu, sum of d kl / d sigma) in prior_partials (prior_grads_kernel sums them), with
     the log-uniform prior the zero gradients of mu and sigma, written by program 0 (no separate
     fill kernels)."""
     pid, sample, groups, lane, begin, offsets, mask = sample_tile(
-        GROUPS, CHANNEL_BLOCK, CHANNELS_LAST, per_sample, blocks_per_sample, channels, positions)
+        GROUPS, CHANNEL_BLOCK, CHANNELS_LAST, ALIGNED, per_sample, blocks_per_sample, channels,
+        positions)
     grad_z = to_compute(tl.load(grad_z_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
     x = to_compute(tl.load(x_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
     logit = to_compute(tl.load(logit_ptr + begin + offsets, mask=mask, other=0), FLOAT64)

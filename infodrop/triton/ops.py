@@ -72,6 +72,8 @@ class _Walk:
             # +2 groups: a sample can begin and end inside a group
             blocks = triton.cdiv(positions // 4 + 2, groups)
         self.sizes = (channels * positions, blocks, channels, positions)
+        # a channels-first sample of whole Philox groups (kernels.channels_first_tile)
+        self.aligned = not channels_last and channels * positions % 4 == 0
         self.programs = samples * blocks
 
     def like(self, t):
@@ -119,8 +121,8 @@ def _kernel_options(x, walk, prior, max_alpha, alpha_min, mask_inactive, unit_me
     return dict(MAX_ALPHA=max_alpha, ALPHA_MIN=alpha_min, FLOAT64=x.dtype == torch.float64,
                 LOG_NORMAL=prior == "log_normal", MASK_INACTIVE=mask_inactive,
                 UNIT_MEAN=unit_mean, APPLY_NOISE=apply_noise,
-                CHANNELS_LAST=walk.layout.channels_last, GROUPS=walk.groups,
-                CHANNEL_BLOCK=CHANNEL_BLOCK)
+                CHANNELS_LAST=walk.layout.channels_last, ALIGNED=walk.aligned,
+                GROUPS=walk.groups, CHANNEL_BLOCK=CHANNEL_BLOCK)
 
 
 def _on(t, device, dtype=None):
