@@ -65,11 +65,12 @@ class Variant:
             return {"GROUPS": GROUPS}
         if self.kernel == "prior_grads_kernel":
             return {"BLOCK": PRIOR_BLOCK}
-        groups = groups_per_program(self.dtype, backward=self.kernel == "backward_kernel")
+        aligned = self.aligned and not self.channels_last
+        groups = groups_per_program(self.dtype, self.kernel == "backward_kernel", aligned)
         return dict(MAX_ALPHA=MAX_ALPHA, ALPHA_MIN=ALPHA_MIN, FLOAT64=self.dtype == torch.float64,
                     LOG_NORMAL=self.prior == "log_normal", GROUPS=groups,
                     CHANNELS_LAST=self.channels_last, CHANNEL_BLOCK=CHANNEL_BLOCK,
-                    ALIGNED=self.aligned and not self.channels_last,
+                    ALIGNED=aligned,
                     **{flag: flag in self.flags for flag in FLAGS})
 
     def signature(self) -> dict:
