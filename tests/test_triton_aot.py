@@ -45,7 +45,7 @@ def test_variants_cover_every_kernel_dtype_prior_layout_and_flag_both_ways():
             for prior in aot.PRIORS:
                 compiled = [v.constexprs() for v in variants
                             if (v.kernel, v.dtype, v.prior) == (kernel, dtype, prior)]
-                for flag in aot.FLAGS + ("CHANNELS_LAST",):
+                for flag in aot.FLAGS + ("CHANNELS_LAST", "ALIGNED"):
                     assert {c[flag] for c in compiled} == {True, False}, (kernel, dtype, prior)
         assert {v.channels_last for v in variants if v.kernel == kernel and v.wide} == {True, False}
 

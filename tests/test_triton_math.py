@@ -1,4 +1,5 @@
-"""The Triton backend's own float32 log (Box-Muller's), against float64 on a dense sweep of the
+"""The Triton backend's own float32 log (Box-Muller's under TRITON_INTERPRET=1; compiled for a GPU the
+kernels take device_math.py's lg2 and polynomial instead), against float64 on a dense sweep of the
 uniforms the noise stream can produce, the ends included (docs/spec.md section 5: error below 2^-20).
 Runs where Triton runs: on a GPU, or on the CPU under TRITON_INTERPRET=1 (tests/test_triton.py
 runs this file that way in a subprocess)."""
@@ -15,7 +16,7 @@ if not infodrop.backends()["triton"]:
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from infodrop.triton import kernels  # noqa: E402
+from infodrop.triton import device_math  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BLOCK = 4096
@@ -25,7 +26,7 @@ BLOCK = 4096
 def _log_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
-    tl.store(y_ptr + i, kernels.log_normal_f32(tl.load(x_ptr + i, mask=mask, other=1.0)), mask=mask)
+    tl.store(y_ptr + i, device_math.log_normal_f32(tl.load(x_ptr + i, mask=mask, other=1.0)), mask=mask)
 
 
 def _log(x):

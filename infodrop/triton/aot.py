@@ -45,6 +45,8 @@ class Variant:
     flags: tuple = FLAGS  # the flags of FLAGS that are on (the others are off)
     wide: bool = False  # i64 integer arguments (sizes or stream offsets >= 2**31)
     channels_last: bool = False  # the walk of a channels-last sample (infodrop/_layout.py)
+    # channels-first samples of whole Philox groups (per_sample % 4 == 0; ops._Walk.aligned)
+    aligned: bool = True
 
     @property
     def label(self) -> str:
@@ -55,6 +57,7 @@ class Variant:
         flags = "on" if self.flags == FLAGS else "+".join(self.flags) or "off"
         return (f"{self.kernel} {str(self.dtype).removeprefix('torch.')} {self.prior} "
                 f"flags={flags}{' channels_last' if self.channels_last else ''}"
+                f"{' ragged' if not self.aligned else ''}"
                 f"{' i64' if self.wide else ''}")
 
     def constexprs(self) -> dict:
@@ -62,10 +65,12 @@ class Variant:
             return {"GROUPS": GROUPS}
         if self.kernel == "prior_grads_kernel":
             return {"BLOCK": PRIOR_BLOCK}
-        groups = groups_per_program(self.dtype, backward=self.kernel == "backward_kernel")
+        aligned = self.aligned and not self.channels_last
+        groups = groups_per_program(self.dtype, self.kernel == "backward_kernel", aligned)
         return dict(MAX_ALPHA=MAX_ALPHA, ALPHA_MIN=ALPHA_MIN, FLOAT64=self.dtype == torch.float64,
                     LOG_NORMAL=self.prior == "log_normal", GROUPS=groups,
                     CHANNELS_LAST=self.channels_last, CHANNEL_BLOCK=CHANNEL_BLOCK,
+                    ALIGNED=aligned,
                     **{flag: flag in self.flags for flag in FLAGS})
 
     def signature(self) -> dict:
@@ -95,7 +100,8 @@ class Variant:
 def variants() -> list:
     """Every code path of every kernel at least once, without the full product of the flags:
     per kernel, dtype and prior, the flags all on and all off (each branch of each flag both
-    taken and not taken) on channels-first samples, and all on on channels-last ones; integer
+    taken and not taken) on channels-first samples of whole groups, and all on on channels-last
+    ones and on channels-first ones that end inside a group (ALIGNED off); integer
     arguments i32, and once per kernel and layout i64."""
     out = []
     for kernel in ("forward_kernel", "backward_kernel"):
@@ -103,6 +109,7 @@ def variants() -> list:
             for prior in PRIORS:
                 out += [Variant(kernel, dtype, prior, flags) for flags in (FLAGS, ())]
                 out.append(Variant(kernel, dtype, prior, channels_last=True))
+                out.append(Variant(kernel, dtype, prior, aligned=False))
         out += [Variant(kernel, wide=True), Variant(kernel, wide=True, channels_last=True)]
     out += [Variant("noise_kernel"), Variant("noise_kernel", wide=True)]
     out += [Variant("prior_grads_kernel", dtype) for dtype in (torch.float32, torch.float64)]

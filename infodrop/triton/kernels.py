@@ -15,14 +15,16 @@ walks its sample in place in one of the two layouts of infodrop/_layout.py:
 
 The noise is the exact stream of docs/spec.md section 3 (Philox4x32-10 written with tl.umulhi, not
 tl.randn, whose stream differs), in float32; backends agree to float32 rounding, not bit for
-bit.  exp, sin, cos and the KL's log are Triton's; Box-Muller's log is our own (see
-log_normal_f32).
+bit.  exp, log, sin, cos, the sigmoid and Box-Muller's log and square root are those of
+device_math.py: float32 on the special-function unit as in csrc/infodrop/device_math.h when
+compiled for a GPU, exact under TRITON_INTERPRET=1.
 """
 
 import triton
 import triton.language as tl
 
 from .. import _spec
+from .device_math import box_muller, exp, log, sigmoid_pair
 
 # The spec's constants (infodrop/_spec.py).  A @jit function may read a module global only
 # when it is a tl.constexpr *instance*: an annotated int (`PHILOX_M0: tl.constexpr = ...`) runs
@@ -49,48 +51,6 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
         k0 = k0 + PHILOX_W0
         k1 = k1 + PHILOX_W1
     return c0, c1, c2, c3
-
-
-@triton.jit
-def uniform(r):
-    # (r >> 9) * 2^-23 + 2^-24: exact in float32, in (0, 1), never 0 or 1
-    return (r >> 9).to(tl.float32) * 1.1920928955078125e-07 + 5.9604644775390625e-08
-
-
-@triton.jit
-def log_normal_f32(x):
-    """log of a normal float32 x > 0, relative error below 2^-20 also near x = 1, where a
-    log2-based hardware approximation (which tl.log may lower to) has only an absolute bound:
-    there -log(u) is tiny and must stay >= 0 for the square root of Box-Muller.  The mantissa
-    is folded into [sqrt(1/2), sqrt(2)) and Cephes' polynomial applied, as in
-    csrc/infodrop/fastmath.h."""
-    bits = x.to(tl.uint32, bitcast=True)
-    m = ((bits & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)
-    below = m < 0.70710678118654752
-    f = tl.where(below, m + m, m) - 1.0
-    e = ((bits >> 23).to(tl.int32) - 126).to(tl.float32) - tl.where(below, 1.0, 0.0)
-    z = f * f
-    p = 7.0376836292e-2
-    p = p * f - 1.1514610310e-1
-    p = p * f + 1.1676998740e-1
-    p = p * f - 1.2420140846e-1
-    p = p * f + 1.4249322787e-1
-    p = p * f - 1.6668057665e-1
-    p = p * f + 2.0000714765e-1
-    p = p * f - 2.4999993993e-1
-    p = p * f + 3.3333331174e-1
-    # ln 2 = 0.693359375 - 2.12194440e-4, split so that e * ln 2 adds without rounding error
-    return f + (f * z * p + e * -2.12194440e-4 - 0.5 * z) + e * 0.693359375
-
-
-@triton.jit
-def box_muller(a, b):
-    rad = tl.sqrt_rn(-2.0 * log_normal_f32(uniform(a)))
-    # 2 pi u reduced to [-pi, pi) exactly (u - 1 is exact for u >= 1/2): sin and cos are
-    # accurate there whatever the hardware's range reduction.
-    u = uniform(b)
-    theta = 6.283185307179586 * tl.where(u >= 0.5, u - 1.0, u)
-    return rad * tl.cos(theta), rad * tl.sin(theta)
 
 
 @triton.jit
@@ -124,39 +84,36 @@ def to_compute(v, FLOAT64: tl.constexpr):
 
 
 @triton.jit
-def sigmoid_pair(v):
-    """sigmoid(v) and 1 - sigmoid(v), both without overflow or cancellation; sigmoid(v) is 0
-    where exp(-v) = 1 / e overflows, as 1 / (1 + exp(-v)) (torch.sigmoid, the reference) is:
-    with ALPHA_MIN = 0 the KL is then inf where the reference's is (csrc/infodrop/fastmath.h)."""
-    e = tl.exp(-tl.abs(v))
-    large = 1.0 / (1.0 + e)
-    small = e * large
-    positive = v >= 0
-    s = tl.where((v < 0) & (1.0 / e == float("inf")), 0.0, tl.where(positive, large, small))
-    return s, tl.where(positive, small, large)
-
-
-@triton.jit
 def log_x_minus_mu(x, mu):
+    # tl.log, not device_math's lg2: with lg2 here, triton 3.6 spilled 12 bytes in the float32
+    # log-normal forward with the flags off on sm_90 (the log-uniform main path is unaffected)
     return tl.log(tl.where(x > X_FLOOR, x, X_FLOOR)) - mu
 
 
 @triton.jit
-def channels_first_tile(GROUPS: tl.constexpr, per_sample, blocks_per_sample):
+def channels_first_tile(GROUPS: tl.constexpr, ALIGNED: tl.constexpr, per_sample,
+                        blocks_per_sample):
     """This program's sample, its [GROUPS] group indices and [1, 4] lanes, the base of the
     offsets (0) and the memory offsets (= logical indices, int64) and mask of the [GROUPS, 4]
     elements.  int64 offsets, not the sample's begin plus i32 offsets within it: the i32 form
     counted 167.8 instead of 154.2 instructions per element in the float32 forward (sm_90) and
-    made the float32 log-normal backward spill on sm_80.  The loads are scalar either way: the
-    per-element mask from runtime bounds hides the groups' contiguity (docs/performance.md,
-    Triton section)."""
+    made the float32 log-normal backward spill on sm_80.  ALIGNED (per_sample % 4 == 0, nearly
+    every CNN activation): no group straddles a sample's edge, so the mask is one per group,
+    which shows Triton that each group's 4 elements are loaded and stored together (16-byte
+    accesses for float32); otherwise the mask is per element from the sample's bounds, and the
+    accesses scalar."""
     pid = tl.program_id(0)
     sample = pid // blocks_per_sample
     begin = sample.to(tl.int64) * per_sample
     groups = begin // 4 + (pid % blocks_per_sample).to(tl.int64) * GROUPS + tl.arange(0, GROUPS)
     lane = tl.arange(0, 4)[None, :]
     index = groups[:, None] * 4 + lane
-    return pid, sample, groups, lane, 0, index, (index >= begin) & (index < begin + per_sample)
+    if ALIGNED:
+        # the groups begin at the sample's first: only its end needs a test
+        mask = tl.broadcast_to((groups < (begin + per_sample) // 4)[:, None], (GROUPS, 4))
+    else:
+        mask = (index >= begin) & (index < begin + per_sample)
+    return pid, sample, groups, lane, 0, index, mask
 
 
 @triton.jit
@@ -187,12 +144,12 @@ def channels_last_tile(GROUPS: tl.constexpr, CHANNEL_BLOCK: tl.constexpr, per_sa
 
 @triton.jit
 def sample_tile(GROUPS: tl.constexpr, CHANNEL_BLOCK: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                per_sample, blocks_per_sample, channels, positions):
+                ALIGNED: tl.constexpr, per_sample, blocks_per_sample, channels, positions):
     if CHANNELS_LAST:
         return channels_last_tile(GROUPS, CHANNEL_BLOCK, per_sample, blocks_per_sample, channels,
                                   positions)
     else:
-        return channels_first_tile(GROUPS, per_sample, blocks_per_sample)
+        return channels_first_tile(GROUPS, ALIGNED, per_sample, blocks_per_sample)
 
 
 # Sizes and offsets are not specialised on their values (Triton would recompile for each value
@@ -208,10 +165,11 @@ def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo
                    MAX_ALPHA: tl.constexpr, ALPHA_MIN: tl.constexpr, FLOAT64: tl.constexpr,
                    LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
                    UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr,
-                   CHANNELS_LAST: tl.constexpr, GROUPS: tl.constexpr,
+                   CHANNELS_LAST: tl.constexpr, ALIGNED: tl.constexpr, GROUPS: tl.constexpr,
                    CHANNEL_BLOCK: tl.constexpr):
     pid, sample, groups, lane, begin, offsets, mask = sample_tile(
-        GROUPS, CHANNEL_BLOCK, CHANNELS_LAST, per_sample, blocks_per_sample, channels, positions)
+        GROUPS, CHANNEL_BLOCK, CHANNELS_LAST, ALIGNED, per_sample, blocks_per_sample, channels,
+        positions)
     x = to_compute(tl.load(x_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
     logit = to_compute(tl.load(logit_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
     s, one_minus_s = sigmoid_pair(logit)
@@ -223,14 +181,14 @@ def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo
         log_noise = alpha * eps
         if UNIT_MEAN:
             log_noise = log_noise - 0.5 * alpha * alpha
-        z = x * tl.exp(log_noise)
+        z = x * exp(log_noise)
     if LOG_NORMAL:
         mu = to_compute(tl.load(mu_ptr), FLOAT64)
         sigma = to_compute(tl.load(sigma_ptr), FLOAT64)
         d = log_x_minus_mu(x, mu)
-        kl = (d * d + alpha * alpha) / (2.0 * sigma * sigma) - tl.log(alpha / sigma) - 0.5
+        kl = (d * d + alpha * alpha) / (2.0 * sigma * sigma) - log(alpha / sigma) - 0.5
     else:
-        kl = -tl.log(alpha / (ALPHA_MIN + MAX_ALPHA))
+        kl = -log(alpha / (ALPHA_MIN + MAX_ALPHA))
     if MASK_INACTIVE:
         kl = tl.where(x == 0, 0.0, kl)
     tl.store(z_ptr + begin + offsets, z.to(z_ptr.dtype.element_ty), mask=mask)
@@ -244,14 +202,15 @@ def backward_kernel(grad_z_ptr, grad_kl_ptr, grad_kl_stride, x_ptr, logit_ptr, g
                     positions, MAX_ALPHA: tl.constexpr, ALPHA_MIN: tl.constexpr,
                     FLOAT64: tl.constexpr, LOG_NORMAL: tl.constexpr, MASK_INACTIVE: tl.constexpr,
                     UNIT_MEAN: tl.constexpr, APPLY_NOISE: tl.constexpr,
-                    CHANNELS_LAST: tl.constexpr, GROUPS: tl.constexpr,
+                    CHANNELS_LAST: tl.constexpr, ALIGNED: tl.constexpr, GROUPS: tl.constexpr,
                     CHANNEL_BLOCK: tl.constexpr):
     """grad_x and grad_logit; with the log-normal prior, per program grad_kl[b] * (sum of
     d kl / d mu, sum of d kl / d sigma) in prior_partials (prior_grads_kernel sums them), with
     the log-uniform prior the zero gradients of mu and sigma, written by program 0 (no separate
     fill kernels)."""
     pid, sample, groups, lane, begin, offsets, mask = sample_tile(
-        GROUPS, CHANNEL_BLOCK, CHANNELS_LAST, per_sample, blocks_per_sample, channels, positions)
+        GROUPS, CHANNEL_BLOCK, CHANNELS_LAST, ALIGNED, per_sample, blocks_per_sample, channels,
+        positions)
     grad_z = to_compute(tl.load(grad_z_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
     x = to_compute(tl.load(x_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
     logit = to_compute(tl.load(logit_ptr + begin + offsets, mask=mask, other=0), FLOAT64)
@@ -268,7 +227,7 @@ def backward_kernel(grad_z_ptr, grad_kl_ptr, grad_kl_stride, x_ptr, logit_ptr, g
         if UNIT_MEAN:
             log_noise = log_noise - 0.5 * alpha * alpha
             dlog_noise = eps - alpha
-        n = tl.exp(log_noise)
+        n = exp(log_noise)
         grad_x = grad_z * n
         grad_alpha = grad_z * x * n * dlog_noise
     inactive = x == 0

@@ -18,15 +18,21 @@ CHANNEL_BLOCK = 32
 PRIOR_BLOCK = 1024  # partials summed per step by prior_grads_kernel
 
 
-def groups_per_program(dtype, backward: bool = False) -> int:
-    """GROUPS; for float64 a half (forward) and an eighth (backward).  ptxas's spills differ
-    between targets and triton versions, not monotonically with the program size: a 1024-element
-    float64 forward spilled on sm_90; the float64 log-normal backward spilled 4 bytes at 512
-    elements on sm_80 with triton 3.6 (torch 2.11's) and at 256 on sm_90 with 3.8, none at 128
+def groups_per_program(dtype, backward: bool = False, aligned: bool = True) -> int:
+    """GROUPS; twice that in the forward over channels-first samples of whole groups (aligned,
+    _Walk.aligned), the main path: its per-program work (the Philox key schedule, the KL's
+    reduction) spread over 16 elements per thread instead of 8, 65.2 -> 58.8 instructions per
+    element in the float32 forward on sm_90 (the ragged bfloat16 log-normal forward spilled 8
+    bytes at that size on sm_80 with triton 3.6); for float64 a half (forward) and a quarter
+    (backward).  ptxas's spills differ between targets and triton versions, not monotonically
+    with the program size: a 1024-element float64 forward spilled on sm_90; the float64
+    log-normal backward spilled 4 bytes at 512 elements on sm_80 with triton 3.6 (torch 2.11's)
+    and at 256 on sm_90 with 3.8, none at 128, until its noise moved to the special-function
+    unit (device_math.py): then 4 bytes at 128 (channels-last, sm_90, 3.8) and none at 256
     (ptxas -v; tests/test_triton_aot.py keeps every kernel free of spills with both)."""
     if dtype != torch.float64:
-        return GROUPS
-    return GROUPS // 8 if backward else GROUPS // 2
+        return GROUPS if backward or not aligned else 2 * GROUPS
+    return GROUPS // 4 if backward else GROUPS // 2
 
 
 def _check(x, alpha_logit, seed, mu, sigma, prior):
@@ -61,7 +67,9 @@ class _Walk:
         self.x, self.layout = x, layout
         samples = x.shape[0]
         channels, positions, channels_last = layout
-        self.groups = groups = groups_per_program(x.dtype, backward)
+        # a channels-first sample of whole Philox groups (kernels.channels_first_tile)
+        self.aligned = not channels_last and channels * positions % 4 == 0
+        self.groups = groups = groups_per_program(x.dtype, backward, self.aligned)
         if channels_last:
             # per channel, its S positions touch at most (S + 2) // 4 + 1 groups
             blocks = (triton.cdiv(channels, CHANNEL_BLOCK)
@@ -117,8 +125,8 @@ def _kernel_options(x, walk, prior, max_alpha, alpha_min, mask_inactive, unit_me
     return dict(MAX_ALPHA=max_alpha, ALPHA_MIN=alpha_min, FLOAT64=x.dtype == torch.float64,
                 LOG_NORMAL=prior == "log_normal", MASK_INACTIVE=mask_inactive,
                 UNIT_MEAN=unit_mean, APPLY_NOISE=apply_noise,
-                CHANNELS_LAST=walk.layout.channels_last, GROUPS=walk.groups,
-                CHANNEL_BLOCK=CHANNEL_BLOCK)
+                CHANNELS_LAST=walk.layout.channels_last, ALIGNED=walk.aligned,
+                GROUPS=walk.groups, CHANNEL_BLOCK=CHANNEL_BLOCK)
 
 
 def _on(t, device, dtype=None):
