@@ -268,10 +268,14 @@ def prior_grads_kernel(prior_partials_ptr, programs, grad_mu_ptr, grad_sigma_ptr
     a fixed order (deterministic), each written to its own tensor."""
     acc_mu = tl.zeros([BLOCK], prior_partials_ptr.dtype.element_ty)
     acc_sigma = tl.zeros([BLOCK], prior_partials_ptr.dtype.element_ty)
-    for start in range(0, programs, BLOCK):
+    # A while loop, not range(0, programs, BLOCK): triton 3.6's interpreter (torch 2.11's)
+    # cannot turn a scalar argument into a Python int for range(), but can test it.
+    start = 0
+    while start < programs:
         i = start + tl.arange(0, BLOCK)
         acc_mu += tl.load(prior_partials_ptr + 2 * i, mask=i < programs, other=0)
         acc_sigma += tl.load(prior_partials_ptr + 2 * i + 1, mask=i < programs, other=0)
+        start += BLOCK
     tl.store(grad_mu_ptr, tl.sum(acc_mu).to(grad_mu_ptr.dtype.element_ty))
     tl.store(grad_sigma_ptr, tl.sum(acc_sigma).to(grad_sigma_ptr.dtype.element_ty))
 
