@@ -202,13 +202,81 @@ __device__ __forceinline__ void with_options_known(const Params<float>& p, F&& f
 
 #endif
 
+// ---- rounding points ---------------------------------------------------------------------------
+//
+// The per-element arithmetic below writes each product that meets a sum as one of these.  On the
+// CPU lanes (and for double) they are the operators, the same expressions as before, so the CPU
+// kernels compile, and contract, as they always did.  On CUDA threads (float) they are nvcc's
+// rounding intrinsics, which it neither contracts nor re-associates (nor does ptxas: mul.rn,
+// add.rn, fma.rn).  Left to itself nvcc fuses a product into a neighbouring sum by what else uses
+// the product, which differs between the options folded into constants (forward_step's
+// all-in-range steps) and run-time options (an in-range element next to a logit beyond +-80): the
+// same element came out of a contiguous step and a channels-last tile in different last bits
+// (issue 18 promises them equal).  tests/test_device_rounding.py compares the PTX of both.
+template <class E>
+INFODROP_HD E rn_mul(E a, E b) {  // a b
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmul_rn(a, b);
+#endif
+  return a * b;
+}
+template <class E>
+INFODROP_HD E rn_add(E a, E b) {  // a + b
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fadd_rn(a, b);
+#endif
+  return a + b;
+}
+template <class E>
+INFODROP_HD E rn_add_mul(E c, E a, E b) {  // c + a b, one rounding on CUDA threads
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmaf_rn(a, b, c);
+#endif
+  return c + a * b;
+}
+template <class E>
+INFODROP_HD E rn_sub_mul(E c, E a, E b) {  // c - a b, one rounding on CUDA threads
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmaf_rn(-a, b, c);
+#endif
+  return c - a * b;
+}
+template <class E>
+INFODROP_HD E rn_mul_add(E a, E b, E c) {  // a b + c, one rounding on CUDA threads
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmaf_rn(a, b, c);
+#endif
+  return a * b + c;
+}
+template <class E>
+INFODROP_HD E rn_mul_sub(E a, E b, E c) {  // a b - c, one rounding on CUDA threads
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmaf_rn(a, b, -c);
+#endif
+  return a * b - c;
+}
+
 // Whether InRangeMath exists for the compute type: float lanes, not double.
 template <class E>
 constexpr bool kHasInRangeMath = !std::is_same<E, double>::value;
 
 template <class E, class S>
 INFODROP_HD E alpha_of(E s, const Params<S>& p) {
-  return E(p.alpha_min) + E(p.max_alpha) * s;
+  return rn_add_mul(E(p.alpha_min), E(p.max_alpha), s);
+}
+
+// alpha eps, less alpha^2 / 2 with unit_mean: the log of the noise factor
+template <class E, class S>
+INFODROP_HD E log_noise_of(E alpha, E eps, const Params<S>& p) {
+  E log_noise = rn_mul(alpha, eps);
+  if (p.unit_mean) log_noise = rn_sub_mul(log_noise, E(S(0.5)) * alpha, alpha);
+  return log_noise;
+}
+
+// d^2 + alpha^2, d = log x - mu: the log-normal KL's squared terms
+template <class E>
+INFODROP_HD E squares(E d, E alpha) {
+  return rn_mul_add(d, d, rn_mul(alpha, alpha));
 }
 
 // log(max(x, x_floor)) - mu, the mean difference of the log-normal KL
@@ -230,16 +298,15 @@ INFODROP_HD ForwardOut<E> forward_element_with(Math& math, E x, E logit, E eps,
   const E alpha = alpha_of(s, p);
   E z = x;
   if (p.apply_noise) {
-    E log_noise = alpha * eps;
-    if (p.unit_mean) log_noise = log_noise - E(S(0.5)) * alpha * alpha;
-    z = x * math.exp(log_noise);
+    z = x * math.exp(log_noise_of(alpha, eps, p));
   }
   E kl;
   if (p.prior == Prior::LogUniform) {
     kl = -math.log(alpha * E(p.inv_cap));
   } else {
     const E d = log_x_minus_mu(math, x, p);
-    kl = (d * d + alpha * alpha) * E(p.half_inv_sigma2) - math.log(alpha) + E(p.log_sigma - S(0.5));
+    kl = rn_add(rn_mul_sub(squares(d, alpha), E(p.half_inv_sigma2), math.log(alpha)),
+                E(p.log_sigma - S(0.5)));
   }
   if (p.mask_inactive) kl = select(x == E(S(0)), E(S(0)), kl);
   return {z, kl};
@@ -280,14 +347,10 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
   const E alpha = alpha_of(s, p);
   E grad_x = grad_z, grad_alpha = zero;
   if (p.apply_noise) {
-    E log_noise = alpha * eps, dlog_noise = eps;  // dlog_noise: d log n / d alpha
-    if (p.unit_mean) {
-      log_noise = log_noise - E(S(0.5)) * alpha * alpha;
-      dlog_noise = eps - alpha;
-    }
-    const E n = math.exp(log_noise);
-    grad_x = grad_z * n;
-    grad_alpha = grad_z * x * n * dlog_noise;
+    const E n = math.exp(log_noise_of(alpha, eps, p));
+    const E dlog_noise = p.unit_mean ? eps - alpha : eps;  // d log n / d alpha
+    grad_x = rn_mul(grad_z, n);
+    grad_alpha = rn_mul(grad_z * x * n, dlog_noise);
   }
   const E inv_alpha = math.inverse(alpha);
   E dkl_dalpha, dkl_dx = zero, dmu = zero, dsigma = zero;
@@ -295,10 +358,10 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
     dkl_dalpha = -inv_alpha;
   } else {
     const E d = log_x_minus_mu(math, x, p);
-    dkl_dalpha = alpha * E(p.inv_sigma2) - inv_alpha;
+    dkl_dalpha = rn_mul_sub(alpha, E(p.inv_sigma2), inv_alpha);
     dkl_dx = select(x > E(S(kXFloor)), d * E(p.inv_sigma2) / x, zero);
     dmu = -d * E(p.inv_sigma2);
-    dsigma = E(p.inv_sigma) - (d * d + alpha * alpha) * E(p.inv_sigma3);
+    dsigma = rn_sub_mul(E(p.inv_sigma), squares(d, alpha), E(p.inv_sigma3));
   }
   if (p.mask_inactive) {
     const auto inactive = x == zero;
@@ -307,8 +370,8 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
     dmu = select(inactive, zero, dmu);
     dsigma = select(inactive, zero, dsigma);
   }
-  grad_x = grad_x + grad_kl * dkl_dx;
-  grad_alpha = grad_alpha + grad_kl * dkl_dalpha;
+  grad_x = rn_add_mul(grad_x, grad_kl, dkl_dx);
+  grad_alpha = rn_add_mul(grad_alpha, grad_kl, dkl_dalpha);
   return {grad_x, grad_alpha * E(p.max_alpha) * s * one_minus_s, dmu, dsigma};
 }
 
