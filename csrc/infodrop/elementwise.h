@@ -109,6 +109,7 @@ struct IeeeMath {
   INFODROP_HD void sigmoid(E x, E& s, E& one_minus_s) { fast_sigmoid(x, s, one_minus_s); }
   INFODROP_HD E exp(E x) { return fast_exp(x); }
   INFODROP_HD E log(E x) { return fast_log(x); }
+  INFODROP_HD E log_minus(E x, E m) { return log(x) - m; }
   INFODROP_HD E inverse(E alpha) { return exact_reciprocal(alpha); }
 };
 
@@ -132,6 +133,7 @@ struct InRangeMath {
     outside = either(outside, outside_log_range(x));
     return log_of_normal(x);
   }
+  INFODROP_HD E log_minus(E x, E m) { return log(x) - m; }
   // 1 / alpha for alpha normal and below 2^126 (its bits 0x00800000 .. 0x7e7fffff)
   INFODROP_HD E inverse(E alpha) {
     using U = LanesUint<E>;
@@ -164,6 +166,7 @@ struct DeviceMath {
   }
   __device__ float exp(float x) { return device::exp(x); }
   __device__ float log(float x) { return device::log(x); }
+  __device__ float log_minus(float x, float m) { return device::log_minus(x, m); }
   __device__ float inverse(float alpha) { return device::rcp(alpha); }
 };
 
@@ -282,7 +285,7 @@ INFODROP_HD E squares(E d, E alpha) {
 // log(max(x, x_floor)) - mu, the mean difference of the log-normal KL
 template <class Math, class E, class S>
 INFODROP_HD E log_x_minus_mu(Math& math, E x, const Params<S>& p) {
-  return math.log(select(x > E(S(kXFloor)), x, E(S(kXFloor)))) - E(p.mu);
+  return math.log_minus(select(x > E(S(kXFloor)), x, E(S(kXFloor))), E(p.mu));
 }
 
 template <class E>
