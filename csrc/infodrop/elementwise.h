@@ -276,6 +276,17 @@ INFODROP_HD E log_noise_of(E alpha, E eps, const Params<S>& p) {
   return log_noise;
 }
 
+// grad_x + grad_kl dkl_dx with grad_x = grad_z n (n = 1 without noise).  On CUDA threads the FMA
+// takes grad_z n: under the log-uniform prior dkl_dx = 0, grad_kl dkl_dx is then the same for every
+// element of a step and computed once (fusing grad_kl dkl_dx instead cost an instruction per element).
+template <class E>
+INFODROP_HD E plus_kl_term(E grad_x, E grad_z, E n, E grad_kl, E dkl_dx) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmaf_rn(grad_z, n, __fmul_rn(grad_kl, dkl_dx));
+#endif
+  return grad_x + grad_kl * dkl_dx;
+}
+
 // d^2 + alpha^2, d = log x - mu: the log-normal KL's squared terms
 template <class E>
 INFODROP_HD E squares(E d, E alpha) {
@@ -348,9 +359,9 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
   E s, one_minus_s;
   math.sigmoid(logit, s, one_minus_s);
   const E alpha = alpha_of(s, p);
-  E grad_x = grad_z, grad_alpha = zero;
+  E grad_x = grad_z, grad_alpha = zero, n = E(S(1));
   if (p.apply_noise) {
-    const E n = math.exp(log_noise_of(alpha, eps, p));
+    n = math.exp(log_noise_of(alpha, eps, p));
     const E dlog_noise = p.unit_mean ? eps - alpha : eps;  // d log n / d alpha
     grad_x = rn_mul(grad_z, n);
     grad_alpha = rn_mul(grad_z * x * n, dlog_noise);
@@ -373,7 +384,7 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
     dmu = select(inactive, zero, dmu);
     dsigma = select(inactive, zero, dsigma);
   }
-  grad_x = rn_add_mul(grad_x, grad_kl, dkl_dx);
+  grad_x = plus_kl_term(grad_x, grad_z, n, grad_kl, dkl_dx);
   grad_alpha = rn_add_mul(grad_alpha, grad_kl, dkl_dalpha);
   return {grad_x, grad_alpha * E(p.max_alpha) * s * one_minus_s, dmu, dsigma};
 }
