@@ -417,11 +417,10 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
 // device_in_range(its logit), else the IEEE path.  The one range test per step (true exactly
 // where every element's is) only lets the steps whose logits are all in range, nearly all, skip
 // the per-element tests and fold the options.  A step with a logit outside tests each element
-// (forward_element) with the options as run-time values, and nvcc then contracts some
-// multiply-adds differently (unit_mean's alpha eps - alpha^2 / 2 in the forward, the prior's
-// terms in the backward): its in-range elements can differ in the last bit from the same
-// elements in an all-in-range step of the other layout.  Known, not fixed: docs/performance.md,
-// "channels_last in place".
+// (forward_element) with the options as run-time values; its in-range elements still give the
+// bits they give in an all-in-range step of the other layout, because every multiply-add of the
+// element math rounds where it is written (the rn_* helpers), not where nvcc's contraction, which
+// the folding would change, puts it.
 
 // forward_element of V elements (a step's or a tile's), one range test for the whole step.
 template <int V, class S>
