@@ -72,16 +72,14 @@ def test_channels_last_equals_contiguous_bit_for_bit_and_keeps_its_layout(case, 
                                atol=0)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "in-range elements of a step or tile with a logit beyond +-80 take run-time options, which "
-    "nvcc contracts differently from the folded ones (docs/performance.md, channels_last)"))
 @pytest.mark.parametrize("case", SHAPES[:4], ids=_ids)
 @pytest.mark.parametrize("prior", ["log_uniform", "log_normal"])
 def test_logits_out_of_the_device_range_take_the_same_path_in_both_layouts(case, prior, dtype):
     """Logits beyond +-80 (the IEEE path; elementwise.h's device_in_range) scattered so that a
     contiguous step and a channels-last tile holding one of them group different in-range
-    neighbours: each element's path (special-function or IEEE) is decided by its own logit, but
-    the options are folded only on all-in-range steps, hence the xfail."""
+    neighbours: each element's path (special-function or IEEE) is decided by its own logit, and
+    its in-range neighbours, which run with the options as run-time values there and folded in
+    the other layout, round alike (tests/test_device_rounding.py checks that without a GPU)."""
     shape, fmt = case
     x, logit = make_inputs(shape, dtype, prior=prior, device="cuda")
     flat = logit.view(-1)

@@ -100,6 +100,9 @@ __device__ __forceinline__ void sigmoid(float x, float& s, float& one_minus_s) {
 // Box-Muller's log, which needs a relative bound (minus_two_log_uniform).
 __device__ __forceinline__ float log(float x) { return lg2(x) * kLn2; }
 
+// log(x) - m, rounded once (elementwise.h rounds each multiply-add where it is written)
+__device__ __forceinline__ float log_minus(float x, float m) { return __fmaf_rn(lg2(x), kLn2, -m); }
+
 // ---- the noise stream ------------------------------------------------------------------------
 
 // u = k 2^-23 + 2^-24 (k = bits >> 9, the stream's uniform: elementwise.h uniform_from_bits) as

@@ -109,6 +109,7 @@ struct IeeeMath {
   INFODROP_HD void sigmoid(E x, E& s, E& one_minus_s) { fast_sigmoid(x, s, one_minus_s); }
   INFODROP_HD E exp(E x) { return fast_exp(x); }
   INFODROP_HD E log(E x) { return fast_log(x); }
+  INFODROP_HD E log_minus(E x, E m) { return log(x) - m; }
   INFODROP_HD E inverse(E alpha) { return exact_reciprocal(alpha); }
 };
 
@@ -132,6 +133,7 @@ struct InRangeMath {
     outside = either(outside, outside_log_range(x));
     return log_of_normal(x);
   }
+  INFODROP_HD E log_minus(E x, E m) { return log(x) - m; }
   // 1 / alpha for alpha normal and below 2^126 (its bits 0x00800000 .. 0x7e7fffff)
   INFODROP_HD E inverse(E alpha) {
     using U = LanesUint<E>;
@@ -164,6 +166,7 @@ struct DeviceMath {
   }
   __device__ float exp(float x) { return device::exp(x); }
   __device__ float log(float x) { return device::log(x); }
+  __device__ float log_minus(float x, float m) { return device::log_minus(x, m); }
   __device__ float inverse(float alpha) { return device::rcp(alpha); }
 };
 
@@ -202,19 +205,98 @@ __device__ __forceinline__ void with_options_known(const Params<float>& p, F&& f
 
 #endif
 
+// ---- rounding points ---------------------------------------------------------------------------
+//
+// The per-element arithmetic below writes each product that meets a sum as one of these.  On the
+// CPU lanes (and for double) they are the operators, the same expressions as before, so the CPU
+// kernels compile, and contract, as they always did.  On CUDA threads (float) they are nvcc's
+// rounding intrinsics, which it neither contracts nor re-associates (nor does ptxas: mul.rn,
+// add.rn, fma.rn).  Left to itself nvcc fuses a product into a neighbouring sum by what else uses
+// the product, which differs between the options folded into constants (forward_step's
+// all-in-range steps) and run-time options (an in-range element next to a logit beyond +-80): the
+// same element came out of a contiguous step and a channels-last tile in different last bits
+// (issue 18 promises them equal).  tests/test_device_rounding.py compares the PTX of both.
+template <class E>
+INFODROP_HD E rn_mul(E a, E b) {  // a b
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmul_rn(a, b);
+#endif
+  return a * b;
+}
+template <class E>
+INFODROP_HD E rn_add(E a, E b) {  // a + b
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fadd_rn(a, b);
+#endif
+  return a + b;
+}
+template <class E>
+INFODROP_HD E rn_add_mul(E c, E a, E b) {  // c + a b, one rounding on CUDA threads
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmaf_rn(a, b, c);
+#endif
+  return c + a * b;
+}
+template <class E>
+INFODROP_HD E rn_sub_mul(E c, E a, E b) {  // c - a b, one rounding on CUDA threads
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmaf_rn(-a, b, c);
+#endif
+  return c - a * b;
+}
+template <class E>
+INFODROP_HD E rn_mul_add(E a, E b, E c) {  // a b + c, one rounding on CUDA threads
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmaf_rn(a, b, c);
+#endif
+  return a * b + c;
+}
+template <class E>
+INFODROP_HD E rn_mul_sub(E a, E b, E c) {  // a b - c, one rounding on CUDA threads
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmaf_rn(a, b, -c);
+#endif
+  return a * b - c;
+}
+
 // Whether InRangeMath exists for the compute type: float lanes, not double.
 template <class E>
 constexpr bool kHasInRangeMath = !std::is_same<E, double>::value;
 
 template <class E, class S>
 INFODROP_HD E alpha_of(E s, const Params<S>& p) {
-  return E(p.alpha_min) + E(p.max_alpha) * s;
+  return rn_add_mul(E(p.alpha_min), E(p.max_alpha), s);
+}
+
+// alpha eps, less alpha^2 / 2 with unit_mean: the log of the noise factor
+template <class E, class S>
+INFODROP_HD E log_noise_of(E alpha, E eps, const Params<S>& p) {
+  E log_noise = rn_mul(alpha, eps);
+  if (p.unit_mean) log_noise = rn_sub_mul(log_noise, E(S(0.5)) * alpha, alpha);
+  return log_noise;
+}
+
+// grad_x + grad_kl dkl_dx with grad_x = grad_z n (n = 1 without noise).  On CUDA threads the FMA
+// takes grad_z n: under the log-uniform prior dkl_dx = 0, grad_kl dkl_dx is then the same for every
+// element of a step and computed once (fusing grad_kl dkl_dx instead cost an instruction per element).
+template <class E>
+INFODROP_HD E plus_kl_term(E grad_x, E grad_z, E n, E grad_kl, E dkl_dx) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<E, float>::value) return __fmaf_rn(grad_z, n, __fmul_rn(grad_kl, dkl_dx));
+#endif
+  return grad_x + grad_kl * dkl_dx;
+}
+
+// d^2 + alpha^2, d = log x - mu: the log-normal KL's squared terms
+template <class E>
+INFODROP_HD E squares(E d, E alpha) {
+  return rn_mul_add(d, d, rn_mul(alpha, alpha));
 }
 
 // log(max(x, x_floor)) - mu, the mean difference of the log-normal KL
 template <class Math, class E, class S>
 INFODROP_HD E log_x_minus_mu(Math& math, E x, const Params<S>& p) {
-  return math.log(select(x > E(S(kXFloor)), x, E(S(kXFloor)))) - E(p.mu);
+  return math.log_minus(select(x > E(S(kXFloor)), x, E(S(kXFloor))), E(p.mu));
 }
 
 template <class E>
@@ -230,16 +312,15 @@ INFODROP_HD ForwardOut<E> forward_element_with(Math& math, E x, E logit, E eps,
   const E alpha = alpha_of(s, p);
   E z = x;
   if (p.apply_noise) {
-    E log_noise = alpha * eps;
-    if (p.unit_mean) log_noise = log_noise - E(S(0.5)) * alpha * alpha;
-    z = x * math.exp(log_noise);
+    z = x * math.exp(log_noise_of(alpha, eps, p));
   }
   E kl;
   if (p.prior == Prior::LogUniform) {
     kl = -math.log(alpha * E(p.inv_cap));
   } else {
     const E d = log_x_minus_mu(math, x, p);
-    kl = (d * d + alpha * alpha) * E(p.half_inv_sigma2) - math.log(alpha) + E(p.log_sigma - S(0.5));
+    kl = rn_add(rn_mul_sub(squares(d, alpha), E(p.half_inv_sigma2), math.log(alpha)),
+                E(p.log_sigma - S(0.5)));
   }
   if (p.mask_inactive) kl = select(x == E(S(0)), E(S(0)), kl);
   return {z, kl};
@@ -278,16 +359,12 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
   E s, one_minus_s;
   math.sigmoid(logit, s, one_minus_s);
   const E alpha = alpha_of(s, p);
-  E grad_x = grad_z, grad_alpha = zero;
+  E grad_x = grad_z, grad_alpha = zero, n = E(S(1));
   if (p.apply_noise) {
-    E log_noise = alpha * eps, dlog_noise = eps;  // dlog_noise: d log n / d alpha
-    if (p.unit_mean) {
-      log_noise = log_noise - E(S(0.5)) * alpha * alpha;
-      dlog_noise = eps - alpha;
-    }
-    const E n = math.exp(log_noise);
-    grad_x = grad_z * n;
-    grad_alpha = grad_z * x * n * dlog_noise;
+    n = math.exp(log_noise_of(alpha, eps, p));
+    const E dlog_noise = p.unit_mean ? eps - alpha : eps;  // d log n / d alpha
+    grad_x = rn_mul(grad_z, n);
+    grad_alpha = rn_mul(grad_z * x * n, dlog_noise);
   }
   const E inv_alpha = math.inverse(alpha);
   E dkl_dalpha, dkl_dx = zero, dmu = zero, dsigma = zero;
@@ -295,10 +372,10 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
     dkl_dalpha = -inv_alpha;
   } else {
     const E d = log_x_minus_mu(math, x, p);
-    dkl_dalpha = alpha * E(p.inv_sigma2) - inv_alpha;
+    dkl_dalpha = rn_mul_sub(alpha, E(p.inv_sigma2), inv_alpha);
     dkl_dx = select(x > E(S(kXFloor)), d * E(p.inv_sigma2) / x, zero);
     dmu = -d * E(p.inv_sigma2);
-    dsigma = E(p.inv_sigma) - (d * d + alpha * alpha) * E(p.inv_sigma3);
+    dsigma = rn_sub_mul(E(p.inv_sigma), squares(d, alpha), E(p.inv_sigma3));
   }
   if (p.mask_inactive) {
     const auto inactive = x == zero;
@@ -307,8 +384,8 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
     dmu = select(inactive, zero, dmu);
     dsigma = select(inactive, zero, dsigma);
   }
-  grad_x = grad_x + grad_kl * dkl_dx;
-  grad_alpha = grad_alpha + grad_kl * dkl_dalpha;
+  grad_x = plus_kl_term(grad_x, grad_z, n, grad_kl, dkl_dx);
+  grad_alpha = rn_add_mul(grad_alpha, grad_kl, dkl_dalpha);
   return {grad_x, grad_alpha * E(p.max_alpha) * s * one_minus_s, dmu, dsigma};
 }
 
@@ -340,11 +417,10 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
 // device_in_range(its logit), else the IEEE path.  The one range test per step (true exactly
 // where every element's is) only lets the steps whose logits are all in range, nearly all, skip
 // the per-element tests and fold the options.  A step with a logit outside tests each element
-// (forward_element) with the options as run-time values, and nvcc then contracts some
-// multiply-adds differently (unit_mean's alpha eps - alpha^2 / 2 in the forward, the prior's
-// terms in the backward): its in-range elements can differ in the last bit from the same
-// elements in an all-in-range step of the other layout.  Known, not fixed: docs/performance.md,
-// "channels_last in place".
+// (forward_element) with the options as run-time values; its in-range elements still give the
+// bits they give in an all-in-range step of the other layout, because every multiply-add of the
+// element math rounds where it is written (the rn_* helpers), not where nvcc's contraction, which
+// the folding would change, puts it.
 
 // forward_element of V elements (a step's or a tile's), one range test for the whole step.
 template <int V, class S>
