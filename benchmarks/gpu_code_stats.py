@@ -25,7 +25,7 @@ from benchmarks import sass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-DTYPES = {"float32": ("IffE", 4, 4), "float64": ("IddE", 8, 4),
+DTYPES = {"float32": ("IffE", 4, 8), "float64": ("IddE", 8, 4),
           "float16": ("IN3c104HalfEfE", 2, 8), "bfloat16": ("IN3c108BFloat16EfE", 2, 8)}
 # (SMs, clock in Hz, copy bandwidth in bytes/s) per compute capability
 GPUS = {90: (132, 1.98e9, 3.0e12), 80: (108, 1.41e9, 1.8e12)}

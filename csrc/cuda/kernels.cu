@@ -4,10 +4,10 @@
 // per-sample reductions (CUB block sums, one partial per block and sample, summed by the caller
 // in a fixed order so that results are deterministic).
 //
-// One thread step covers whole Philox groups (4 consecutive logical elements): 4 floats or
-// doubles, or 8 halves (two groups), so that each step's loads are 16 bytes for 32- and 16-bit
-// types.  Which thread takes which step of which sample, and which partial sum a block writes,
-// is walker.h's (tested on the CPU); this file does the memory accesses and the math.
+// One thread step covers whole Philox groups (4 consecutive logical elements): 8 floats or
+// halves (two groups), 4 doubles, so that each step's loads are whole 16-byte accesses.
+// Which thread takes which step of which sample, and which partial sum a block writes, is
+// walker.h's (tested on the CPU); this file does the memory accesses and the math.
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -75,7 +75,7 @@ __device__ __forceinline__ void with_whole_known(bool whole, F&& f) {
   }
 }
 
-// Elements i0 .. i0 + V - 1 of p, converted to S: one vector load (16 bytes; 32 for double)
+// Elements i0 .. i0 + V - 1 of p, converted to S: one vector load (16 bytes for 16-bit types; 32 for float and double)
 // for a whole step, else element by element within the sample.
 template <int V, class T, class S>
 __device__ __forceinline__ void load_step(const T* __restrict__ p, int64_t i0, bool whole,
