@@ -2,6 +2,8 @@
 the (backend, device) pairs that run here."""
 
 import os
+import pathlib
+import shutil
 
 import pytest
 import torch
@@ -38,3 +40,17 @@ def aten_ops_run_by(fn):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
         fn()
     return {event.name for event in trace.events() if event.name.startswith("aten::")}
+
+
+def headers_with_mutant(tmp_path, original, broken):
+    """A copy of csrc/infodrop under tmp_path/csrc with `original` in elementwise.h replaced by
+    `broken`, for the harness tests that must catch a broken element function; returns the
+    copy's csrc.  `original` must occur once, so that a changed header updates the mutant."""
+    csrc = tmp_path / "csrc"
+    shutil.copytree(pathlib.Path(__file__).resolve().parents[1] / "csrc" / "infodrop",
+                    csrc / "infodrop")
+    header = csrc / "infodrop" / "elementwise.h"
+    source = header.read_text()
+    assert source.count(original) == 1, f"elementwise.h changed: update the mutant {original!r}"
+    header.write_text(source.replace(original, broken))
+    return csrc

@@ -12,6 +12,8 @@ import subprocess
 
 import pytest
 
+from ._helpers import headers_with_mutant
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "tests" / "device_range_harness.cpp"
 CXX = shutil.which("g++") or shutil.which("c++")
@@ -41,10 +43,5 @@ MUTANTS = {
 
 @pytest.mark.parametrize("mutant", MUTANTS)
 def test_the_harness_catches_a_step_test_that_disagrees(mutant, tmp_path):
-    original, broken = MUTANTS[mutant]
-    csrc = tmp_path / "csrc"
-    shutil.copytree(ROOT / "csrc" / "infodrop", csrc / "infodrop")
-    source = (csrc / "infodrop" / "elementwise.h").read_text()
-    assert source.count(original) == 1, f"elementwise.h changed: update the mutant {mutant!r}"
-    (csrc / "infodrop" / "elementwise.h").write_text(source.replace(original, broken))
+    csrc = headers_with_mutant(tmp_path, *MUTANTS[mutant])
     assert _run(tmp_path, csrc).startswith("FAIL")

@@ -20,6 +20,8 @@ import pytest
 
 from benchmarks import sass
 
+from ._helpers import headers_with_mutant
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "tests" / "device_rounding_harness.cu"
 
@@ -74,11 +76,5 @@ MUTANTS = {
 
 @pytest.mark.parametrize("mutant", MUTANTS)
 def test_the_harness_catches_a_multiply_add_left_to_nvcc(mutant, tmp_path):
-    original, broken = MUTANTS[mutant]
-    csrc = tmp_path / "csrc"
-    shutil.copytree(ROOT / "csrc" / "infodrop", csrc / "infodrop")
-    header = csrc / "infodrop" / "elementwise.h"
-    source = header.read_text()
-    assert source.count(original) == 1, f"elementwise.h changed: update the mutant {mutant!r}"
-    header.write_text(source.replace(original, broken))
+    csrc = headers_with_mutant(tmp_path, *MUTANTS[mutant])
     assert _contraction_changes_the_code(tmp_path, csrc)
