@@ -51,15 +51,16 @@ std::string walk_steps(const Shape& shape, int element_bytes, bool aligned, int 
     for (unsigned block = 0; block < static_cast<unsigned>(blocks); ++block)
       // the kernel's loop over this row's samples, for every thread of the block
       for_each_sample(shape.samples, row, rows, [&](int64_t b) {
-        const SampleSteps<V> sample(shape, b);
+        const SampleSteps<V> sample(shape, b, aligned);
         for (unsigned thread = 0; thread < kThreads; ++thread)
           for_each_step(sample, block, blocks, thread, [&](int64_t step) {
-            const bool whole = sample.whole(step, aligned);
+            const bool whole = sample.whole(step);
             const int64_t i0 = step * V;
-            // a vector access needs aligned pointers and lies inside the sample
-            require(!whole || (aligned && i0 >= b * shape.per_sample &&
-                               i0 + V <= (b + 1) * shape.per_sample),
-                    "whole step ", step, " of sample ", b);
+            // a vector access exactly where the pointers are aligned and the step lies inside
+            // the sample (the whole steps' faster path is taken wherever it can be)
+            require(whole == (aligned && i0 >= b * shape.per_sample &&
+                              i0 + V <= (b + 1) * shape.per_sample),
+                    "whole step ", step, " of sample ", b, whole ? "" : " not");
             for (int k = 0; k < V; ++k) {
               // as load_step / store_step and the partial sums of kernels.cu decide
               if (!(whole || sample.has(i0 + k))) continue;

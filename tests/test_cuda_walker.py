@@ -134,7 +134,10 @@ def test_channels_last_walk_takes_every_element_once_with_its_logical_index_and_
 MUTANTS = {
     "last ragged step dropped": ("stop(end > begin ? (end + V - 1) / V : first)",
                                  "stop(end > begin ? end / V : first)"),
-    "whole step past the sample's end": ("step * V + V <= end", "step * V + V <= end + 1"),
+    "whole step past the sample's end": ("end / V - first_whole : 0", "end / V - first_whole + 1 : 0"),
+    "whole step before the sample's begin": ("first_whole((begin + V - 1) / V)",
+                                             "first_whole(begin / V)"),
+    "aligned steps not whole": ("whole_steps(aligned && ", "whole_steps(false && "),
     "partial slots shared by blocks": ("return b * blocks + block;", "return b * blocks;"),
     "grid rows not stepped": ("b += rows", "b += rows + 1"),
     "float4 store past out's end": ("(g << 2) - start + 4 <= n", "(g << 2) - start + 3 <= n"),

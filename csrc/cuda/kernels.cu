@@ -141,11 +141,11 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks<T>)
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
   for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) {
-    const SampleSteps<V> sample(shape, b);
+    const SampleSteps<V> sample(shape, b, aligned);
     S kl_sum = 0;
     for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x, [&](int64_t step) {
       with_noise_flag_known(p, [&](const Params<S>& p) {
-      with_whole_known<T>(sample.whole(step, aligned), [&](const bool whole) {
+      with_whole_known<T>(sample.whole(step), [&](const bool whole) {
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);
@@ -177,12 +177,12 @@ __global__ void __launch_bounds__(kThreads)
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
   for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) {
-    const SampleSteps<V> sample(shape, b);
+    const SampleSteps<V> sample(shape, b, aligned);
     const S weight = grad_kl[b];
     S dmu_sum = 0, dsigma_sum = 0;
     for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x, [&](int64_t step) {
       with_noise_flag_known(p, [&](const Params<S>& p) {
-      with_whole_known<T>(sample.whole(step, aligned), [&](const bool whole) {
+      with_whole_known<T>(sample.whole(step), [&](const bool whole) {
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);

@@ -72,20 +72,27 @@ template <int V>
 struct SampleSteps {
   int64_t begin, end;   // the sample's elements [begin, end)
   int64_t first, stop;  // its steps [first, stop); step s covers elements s * V .. s * V + V - 1
+  // its whole steps [first_whole, first_whole + whole_steps): none unless `aligned`
+  int64_t first_whole;
+  uint64_t whole_steps;
 
-  INFODROP_HD SampleSteps(const Shape& shape, int64_t b)
+  INFODROP_HD SampleSteps(const Shape& shape, int64_t b, bool aligned)
       : begin(b * shape.per_sample),
         end(begin + shape.per_sample),
         first(begin / V),
-        stop(end > begin ? (end + V - 1) / V : first) {}
+        stop(end > begin ? (end + V - 1) / V : first),
+        first_whole((begin + V - 1) / V),
+        whole_steps(aligned && end / V > first_whole ? end / V - first_whole : 0) {}
 
   // Whether element i belongs to this sample (the per-element path's bounds check).
   INFODROP_HD bool has(int64_t i) const { return i >= begin && i < end; }
 
   // Whether `step` is one vector access: all its elements in this sample and the pointers
-  // aligned to V elements (then p + step * V is, too).
-  INFODROP_HD bool whole(int64_t step, bool aligned) const {
-    return aligned && step * V >= begin && step * V + V <= end;
+  // aligned to V elements (then p + step * V is, too).  One unsigned 64-bit compare against
+  // bounds made once per sample: the same test as four 64-bit compares of the step's ends, which
+  // cost the forward 8-10 instructions per step (a bool materialised, then tested).
+  INFODROP_HD bool whole(int64_t step) const {
+    return static_cast<uint64_t>(step - first_whole) < whole_steps;
   }
 };
 
