@@ -81,9 +81,22 @@ template <int V, class T, class S>
 __device__ __forceinline__ void load_step(const T* __restrict__ p, int64_t i0, bool whole,
                                           const SampleSteps<V>& sample, S (&v)[V]) {
   if (whole) {
-    const Pack<T, V> pack = *reinterpret_cast<const Pack<T, V>*>(p + i0);
+    if constexpr (std::is_same<T, c10::BFloat16>::value) {
+      // bfloat16 is float's high half: one byte permute (PRMT) per element puts its two bytes
+      // on top of zeros, where c10's conversion takes 3 per pair (the high element moved down
+      // by PRMT, then shifted back up).  (A shift and a mask instead: same count, but the
+      // forward's per-element IEEE path then spilled 8 bytes.)
+      const Pack<uint32_t, V / 2> words = *reinterpret_cast<const Pack<uint32_t, V / 2>*>(p + i0);
 #pragma unroll
-    for (int k = 0; k < V; ++k) v[k] = static_cast<S>(pack.v[k]);
+      for (int k = 0; k < V / 2; ++k) {
+        v[2 * k] = __uint_as_float(__byte_perm(words.v[k], 0u, 0x1044));
+        v[2 * k + 1] = __uint_as_float(__byte_perm(words.v[k], 0u, 0x3244));
+      }
+    } else {
+      const Pack<T, V> pack = *reinterpret_cast<const Pack<T, V>*>(p + i0);
+#pragma unroll
+      for (int k = 0; k < V; ++k) v[k] = static_cast<S>(pack.v[k]);
+    }
   } else {
 #pragma unroll
     for (int k = 0; k < V; ++k) {
