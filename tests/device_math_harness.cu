@@ -13,9 +13,16 @@
 
 using namespace infodrop;
 
-enum Fn { kExp, kExpFinite, kSigmoid, kOneMinusSigmoid, kLog, kRcp, kSqrt, kMinusTwoLogU, kSin, kCos };
+enum Fn {
+  kExp, kExpFinite, kExpShort, kSigmoid, kOneMinusSigmoid, kLog, kLogRatio, kRcp, kSqrt,
+  kMinusTwoLogU, kSin, kCos
+};
 
-__global__ void evaluate(int fn, const float* in, float* out, int n) {
+// the cap of the log-uniform KL that log_ratio is measured with: the default alpha_min + max_alpha
+constexpr float kCap = 0.701f;
+
+// log_cap: log(kCap) rounded to float, as the ops compute it on the host (elementwise.h Params)
+__global__ void evaluate(int fn, const float* in, float* out, int n, float log_cap) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float x = in[i];
@@ -23,9 +30,11 @@ __global__ void evaluate(int fn, const float* in, float* out, int n) {
   switch (fn) {
     case kExp: y = device::exp(x); break;
     case kExpFinite: y = device::exp_finite(x); break;
+    case kExpShort: y = device::exp_short(x); break;
     case kSigmoid: device::sigmoid(x, y, s); break;
     case kOneMinusSigmoid: device::sigmoid(x, s, y); break;
     case kLog: y = device::log(x); break;
+    case kLogRatio: y = device::log_ratio(log_cap, x); break;
     case kRcp: y = device::rcp(x); break;
     case kSqrt: y = device::sqrt_of_normal(x); break;
     case kMinusTwoLogU: y = device::minus_two_log_uniform(x); break;
@@ -48,7 +57,8 @@ static std::vector<float> run(int fn, const std::vector<float>& in) {
   check(cudaMalloc(&d_in, n * sizeof(float)));
   check(cudaMalloc(&d_out, n * sizeof(float)));
   check(cudaMemcpy(d_in, in.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-  evaluate<<<(n + 255) / 256, 256>>>(fn, d_in, d_out, n);
+  evaluate<<<(n + 255) / 256, 256>>>(fn, d_in, d_out, n,
+                                     static_cast<float>(std::log(static_cast<double>(kCap))));
   check(cudaGetLastError());
   std::vector<float> out(n);
   check(cudaMemcpy(out.data(), d_out, n * sizeof(float), cudaMemcpyDeviceToHost));
@@ -102,12 +112,18 @@ int main() {
   report("exp", kExp, exp_in, [](double x) { return std::exp(x); }, never);
   report("exp_finite", kExpFinite, linspace(-86, 86, 1 << 24),
          [](double x) { return std::exp(x); }, never);
+  report("exp_short", kExpShort, linspace(-7, 7, 1 << 24), [](double x) { return std::exp(x); },
+         never);
   const std::vector<float> logit = linspace(-86, 86, 1 << 24);
   report("sigmoid", kSigmoid, logit, [](double x) { return 1 / (1 + std::exp(-x)); }, never);
   report("one_minus_sigmoid", kOneMinusSigmoid, logit,
          [](double x) { return std::exp(-x) / (1 + std::exp(-x)); }, never);
   // every 7th float from FLT_MIN to 2^127: absolute in [0.5, 2], relative elsewhere
   report("log", kLog, floats(1.17549435e-38f, 1.7e38f, 7), [](double x) { return std::log(x); },
+         [](float x) { return x >= 0.5f && x <= 2.0f; });
+  // the KL log(cap / alpha) for every 3rd float alpha in [2^-12, 2]: absolute in [0.5, 2]
+  report("log_ratio", kLogRatio, floats(0x1p-12f, 2.0f, 3),
+         [](double x) { return std::log(static_cast<double>(kCap) / x); },
          [](float x) { return x >= 0.5f && x <= 2.0f; });
   report("rcp", kRcp, floats(1.17549435e-38f, 8.5e37f, 7), [](double x) { return 1 / x; }, never);
   report("sqrt_of_normal", kSqrt, floats(5.9604645e-8f, 34.0f, 3), [](double x) { return std::sqrt(x); },

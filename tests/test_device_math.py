@@ -25,9 +25,11 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU
 BOUNDS = {
     "exp": ("rel", 2**-20.6),
     "exp_finite": ("rel", 2**-20.8),
+    "exp_short": ("rel", 2**-20.3),
     "sigmoid": ("rel", 2**-20.4),
     "one_minus_sigmoid": ("rel", 2**-20.3),
     "log": ("rel", 2**-21.7),  # and 2^-22.2 absolute in [0.5, 2], checked below
+    "log_ratio": ("rel", 2**-20.5),  # below 0.5 (cap 0.701); 2^-21.9 absolute in [0.5, 2]
     "rcp": ("rel", 2**-23),
     "sqrt_of_normal": ("rel", 2**-21.7),
     "minus_two_log_uniform": ("rel", 2**-20.9),
@@ -35,6 +37,7 @@ BOUNDS = {
     "cos_2pi": ("abs", 2**-20.6),
 }
 LOG_ABS_BOUND = 2**-22.2
+LOG_RATIO_ABS_BOUND = 2**-21.9
 
 
 def _nvcc():
@@ -74,6 +77,7 @@ def test_each_approximation_within_its_bound_on_the_gpu(tmp_path):
         rel, abs_ = measured[name]
         assert (rel if kind == "rel" else abs_) <= bound, (name, rel, abs_, bound)
     assert measured["log"][1] <= LOG_ABS_BOUND
+    assert measured["log_ratio"][1] <= LOG_RATIO_ABS_BOUND
 
 
 @pytest.mark.cuda

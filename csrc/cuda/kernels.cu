@@ -45,19 +45,26 @@ __device__ __forceinline__ void step_noise(int64_t step, const StreamKey& key, b
   }
 }
 
-// f(q) with q = p and q.apply_noise a constant the compiler sees: the step is compiled once with
-// noise and once without, each free of the per-element tests of the flag (and the one with
-// noise is the path docs/performance.md counts).
+// f(q) with q = p and q.apply_noise, q.short_noise constants the compiler sees: the step is
+// compiled without noise, with short noise (the path docs/performance.md counts) and with long
+// noise, each free of the per-element tests of the flags (double: no short noise, whose exp is
+// float's).
 template <class S, class F>
-__device__ __forceinline__ void with_noise_flag_known(const Params<S>& p, F&& f) {
+__device__ __forceinline__ void with_noise_known(const Params<S>& p, F&& f) {
   Params<S> q = p;
-  if (p.apply_noise) {
-    q.apply_noise = true;
-    f(q);
-  } else {
+  q.short_noise = false;
+  if (!p.apply_noise) {
     q.apply_noise = false;
-    f(q);
+    return f(q);
   }
+  q.apply_noise = true;
+  if constexpr (std::is_same<S, float>::value) {
+    if (p.short_noise) {
+      q.short_noise = true;
+      return f(q);
+    }
+  }
+  f(q);
 }
 
 // f(whole) with whole a constant the compiler sees: the step is compiled once as one vector
@@ -153,12 +160,13 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks<T>)
   __shared__ typename Reduce::TempStorage reduce_storage;
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
-  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) {
+  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) INFODROP_INLINE_LAMBDA {
     const SampleSteps<V> sample(shape, b, aligned);
     S kl_sum = 0;
-    for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x, [&](int64_t step) {
-      with_noise_flag_known(p, [&](const Params<S>& p) {
-      with_whole_known<T>(sample.whole(step), [&](const bool whole) {
+    for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x,
+                  [&](int64_t step) INFODROP_INLINE_LAMBDA {
+      with_noise_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
+      with_whole_known<T>(sample.whole(step), [&](const bool whole) INFODROP_INLINE_LAMBDA {
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);
@@ -189,13 +197,14 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ typename Reduce::TempStorage reduce_storage;
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
-  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) {
+  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) INFODROP_INLINE_LAMBDA {
     const SampleSteps<V> sample(shape, b, aligned);
     const S weight = grad_kl[b];
     S dmu_sum = 0, dsigma_sum = 0;
-    for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x, [&](int64_t step) {
-      with_noise_flag_known(p, [&](const Params<S>& p) {
-      with_whole_known<T>(sample.whole(step), [&](const bool whole) {
+    for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x,
+                  [&](int64_t step) INFODROP_INLINE_LAMBDA {
+      with_noise_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
+      with_whole_known<T>(sample.whole(step), [&](const bool whole) INFODROP_INLINE_LAMBDA {
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);
@@ -435,11 +444,12 @@ __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
   const bool groups_aligned = shape.groups_aligned();
-  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) {
+  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) INFODROP_INLINE_LAMBDA {
     const int64_t base = b * shape.per_sample();
     S kl_sum = 0;
-    for_each_tile(shape, blockIdx.x, gridDim.x, threadIdx.x, [&](const Tile& tile) {
-      with_noise_flag_known(p, [&](const Params<S>& p) {
+    for_each_tile(shape, blockIdx.x, gridDim.x, threadIdx.x,
+                  [&](const Tile& tile) INFODROP_INLINE_LAMBDA {
+      with_noise_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
         const int64_t at = base + tile.row;
         const bool whole = G == Groups::Aligned || tile.whole();
         float eps[N];
@@ -472,12 +482,13 @@ __global__ void __launch_bounds__(kThreads)
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
   const bool groups_aligned = shape.groups_aligned();
-  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) {
+  for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) INFODROP_INLINE_LAMBDA {
     const int64_t base = b * shape.per_sample();
     const S weight = grad_kl[b];
     S dmu_sum = 0, dsigma_sum = 0;
-    for_each_tile(shape, blockIdx.x, gridDim.x, threadIdx.x, [&](const Tile& tile) {
-      with_noise_flag_known(p, [&](const Params<S>& p) {
+    for_each_tile(shape, blockIdx.x, gridDim.x, threadIdx.x,
+                  [&](const Tile& tile) INFODROP_INLINE_LAMBDA {
+      with_noise_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
         const int64_t at = base + tile.row;
         const bool whole = G == Groups::Aligned || tile.whole();
         float eps[N];

@@ -8,6 +8,11 @@
 #include <cstdint>
 #include <cstring>
 
+// INFODROP_INLINE_LAMBDA after a lambda's parameters: inlined whatever its size.  The CUDA
+// kernels' walks hand their step to nested lambdas; NVVM outlines one that grows large (the
+// backward's step with three noise states became a call with a 256-byte stack frame).
+#define INFODROP_INLINE_LAMBDA __attribute__((always_inline))
+
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define INFODROP_HD __host__ __device__ __forceinline__
 #define INFODROP_UNROLL _Pragma("unroll")
