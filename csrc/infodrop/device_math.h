@@ -26,36 +26,20 @@ namespace device {
 
 // ---- the instructions ------------------------------------------------------------------------
 
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float lg2(float x) {
-  float y;
-  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float rcp(float x) {
-  float y;
-  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float rsqrt(float x) {
-  float y;
-  asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float sin(float x) {
-  float y;
-  asm("sin.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float cos(float x) {
-  float y;
-  asm("cos.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
+// float f(float x) as the one PTX instruction `ptx` (ex2.approx.ftz.f32 and its kin)
+#define INFODROP_PTX_UNARY(f, ptx)                      \
+  __device__ __forceinline__ float f(float x) {         \
+    float y;                                            \
+    asm(ptx " %0, %1;" : "=f"(y) : "f"(x));             \
+    return y;                                           \
+  }
+INFODROP_PTX_UNARY(ex2, "ex2.approx.ftz.f32")
+INFODROP_PTX_UNARY(lg2, "lg2.approx.ftz.f32")
+INFODROP_PTX_UNARY(rcp, "rcp.approx.ftz.f32")
+INFODROP_PTX_UNARY(rsqrt, "rsqrt.approx.ftz.f32")
+INFODROP_PTX_UNARY(sin, "sin.approx.ftz.f32")
+INFODROP_PTX_UNARY(cos, "cos.approx.ftz.f32")
+#undef INFODROP_PTX_UNARY
 
 // ln 2 rounded to float: 1.9e-9 above ln 2, so a * kLn2 errs by |x| 2.8e-9 for the a below
 constexpr float kLn2 = 0.693147182464599609375f;
