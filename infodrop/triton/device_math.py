@@ -15,11 +15,15 @@ import triton
 import triton.language as tl
 from triton import knobs
 
+from .. import _spec
+
 # True when @triton.jit compiles for a GPU (the decision it takes when it decorates, from the
 # same setting): under TRITON_INTERPRET=1 it makes interpreter functions, which run on the CPU.
 MUFU = tl.constexpr(not knobs.runtime.interpret)
 
 LN2 = tl.constexpr(0.693147182464599609375)  # ln 2 rounded to float32 (device_math.h kLn2)
+MAX_ABS_EPS = tl.constexpr(_spec.MAX_ABS_EPS)
+SHORT_NOISE = tl.constexpr(_spec.SHORT_NOISE)
 LOG2E = tl.constexpr(1.44269504088896341)
 TWO_PI = tl.constexpr(6.28318530717958647692)
 # 2 pi 2^-24: float32(2 pi) scaled by a power of two, as device_math.h's kTwoPi * 2^-24
@@ -37,39 +41,39 @@ P5, P4, P3, P2, P1, P0 = (tl.constexpr(c) for c in LOG_UNIFORM_POLY)
 # ---- the instructions (device_math.h states each one's bound) --------------------------------
 
 @triton.jit
+def mufu(x, ASM: tl.constexpr):
+    """The one float32 PTX instruction ASM ("ex2.approx.ftz.f32 $0, $1;" and its kin) on x."""
+    return tl.inline_asm_elementwise(ASM, "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
 def ex2(x):
-    return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
-                                     is_pure=True, pack=1)
+    return mufu(x, "ex2.approx.ftz.f32 $0, $1;")
 
 
 @triton.jit
 def lg2(x):
-    return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
-                                     is_pure=True, pack=1)
+    return mufu(x, "lg2.approx.ftz.f32 $0, $1;")
 
 
 @triton.jit
 def rcp(x):
-    return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
-                                     is_pure=True, pack=1)
+    return mufu(x, "rcp.approx.ftz.f32 $0, $1;")
 
 
 @triton.jit
 def rsqrt(x):
-    return tl.inline_asm_elementwise("rsqrt.approx.ftz.f32 $0, $1;", "=f,f", [x],
-                                     dtype=tl.float32, is_pure=True, pack=1)
+    return mufu(x, "rsqrt.approx.ftz.f32 $0, $1;")
 
 
 @triton.jit
 def sin(x):
-    return tl.inline_asm_elementwise("sin.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
-                                     is_pure=True, pack=1)
+    return mufu(x, "sin.approx.ftz.f32 $0, $1;")
 
 
 @triton.jit
 def cos(x):
-    return tl.inline_asm_elementwise("cos.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
-                                     is_pure=True, pack=1)
+    return mufu(x, "cos.approx.ftz.f32 $0, $1;")
 
 
 # ---- the functions of the kernels ------------------------------------------------------------
@@ -84,6 +88,33 @@ def exp(x):
         return ex2(a) * (1.0 + r)
     else:
         return tl.exp(x)
+
+
+@triton.jit
+def noise_factor(log_noise, CAP: tl.constexpr, UNIT_MEAN: tl.constexpr):
+    """n = e^log_noise, log_noise = alpha eps (- alpha^2 / 2 with UNIT_MEAN), alpha <= CAP: as
+    device_math.h exp_short, 2^a alone (2 instructions where exp takes 5; <= 2^-20.3 relative),
+    where |log_noise| <= SHORT_NOISE for every eps of the stream (elementwise.h short_noise),
+    else exp."""
+    if MUFU and log_noise.dtype == tl.float32:
+        if CAP * MAX_ABS_EPS + (0.5 * CAP * CAP) * UNIT_MEAN <= SHORT_NOISE:
+            return ex2(log_noise * LOG2E)
+        else:
+            return exp(log_noise)
+    else:
+        return tl.exp(log_noise)
+
+
+@triton.jit
+def log_uniform_kl(alpha, CAP: tl.constexpr):
+    """log(CAP / alpha), the log-uniform KL: as device_math.h log_ratio, one FMA on lg2 with
+    log CAP made once per program in float64 (2^-21.9 absolute where the KL is near 0, 2^-20.5
+    relative below, for the default cap)."""
+    if MUFU and alpha.dtype == tl.float32:
+        log_cap = tl.log(tl.full((), CAP, tl.float64)).to(tl.float32)
+        return tl.fma(lg2(alpha), -LN2, log_cap)
+    else:
+        return -tl.log(alpha / CAP)
 
 
 @triton.jit

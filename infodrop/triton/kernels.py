@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from .. import _spec
-from .device_math import box_muller, exp, log, sigmoid_pair
+from .device_math import box_muller, log, log_uniform_kl, noise_factor, sigmoid_pair
 
 # The spec's constants (infodrop/_spec.py).  A @jit function may read a module global only
 # when it is a tl.constexpr *instance*: an annotated int (`PHILOX_M0: tl.constexpr = ...`) runs
@@ -79,6 +79,9 @@ def to_compute(v, FLOAT64: tl.constexpr):
     """float64 math for float64 tensors, float32 for the others (docs/spec.md section 4)."""
     if FLOAT64:
         return v.to(tl.float64)
+    elif v.dtype == tl.bfloat16:
+        # float's high half: one shift, where triton 3.6 converts with more
+        return (v.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
     else:
         return v.to(tl.float32)
 
@@ -181,14 +184,14 @@ def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo
         log_noise = alpha * eps
         if UNIT_MEAN:
             log_noise = log_noise - 0.5 * alpha * alpha
-        z = x * exp(log_noise)
+        z = x * noise_factor(log_noise, ALPHA_MIN + MAX_ALPHA, UNIT_MEAN)
     if LOG_NORMAL:
         mu = to_compute(tl.load(mu_ptr), FLOAT64)
         sigma = to_compute(tl.load(sigma_ptr), FLOAT64)
         d = log_x_minus_mu(x, mu)
         kl = (d * d + alpha * alpha) / (2.0 * sigma * sigma) - log(alpha / sigma) - 0.5
     else:
-        kl = -log(alpha / (ALPHA_MIN + MAX_ALPHA))
+        kl = log_uniform_kl(alpha, ALPHA_MIN + MAX_ALPHA)
     if MASK_INACTIVE:
         kl = tl.where(x == 0, 0.0, kl)
     tl.store(z_ptr + begin + offsets, z.to(z_ptr.dtype.element_ty), mask=mask)
@@ -227,7 +230,7 @@ def backward_kernel(grad_z_ptr, grad_kl_ptr, grad_kl_stride, x_ptr, logit_ptr, g
         if UNIT_MEAN:
             log_noise = log_noise - 0.5 * alpha * alpha
             dlog_noise = eps - alpha
-        n = exp(log_noise)
+        n = noise_factor(log_noise, ALPHA_MIN + MAX_ALPHA, UNIT_MEAN)
         grad_x = grad_z * n
         grad_alpha = grad_z * x * n * dlog_noise
     inactive = x == 0
