@@ -144,6 +144,35 @@ __device__ __forceinline__ void add_step(S& sum, const S (&v)[V], int64_t i0, bo
   }
 }
 
+// The per-sample partial sums of a block (CUB block sums; the caller sums the blocks' partials
+// in a fixed order).  Each returns with the shared storage free for the next sample's sums.
+template <class S>
+using BlockSum = cub::BlockReduce<S, kThreads>;
+
+// *out = the block's sum of v, written by thread 0
+template <class S>
+__device__ __forceinline__ void write_block_sum(typename BlockSum<S>::TempStorage& storage, S v,
+                                                S* out) {
+  const S sum = BlockSum<S>(storage).Sum(v);
+  if (threadIdx.x == 0) *out = sum;
+  __syncthreads();
+}
+
+// out[0], out[1] = weight times the block's sums of dmu and dsigma (the log-normal prior's
+// gradients of one sample, weighted by its grad_kl)
+template <class S>
+__device__ __forceinline__ void write_prior_sums(typename BlockSum<S>::TempStorage& storage,
+                                                 S weight, S dmu, S dsigma, S* out) {
+  const S dmu_block = BlockSum<S>(storage).Sum(dmu);
+  __syncthreads();
+  const S dsigma_block = BlockSum<S>(storage).Sum(dsigma);
+  if (threadIdx.x == 0) {
+    out[0] = weight * dmu_block;
+    out[1] = weight * dsigma_block;
+  }
+  __syncthreads();
+}
+
 // 5 resident blocks (62% occupancy) need at most 51 registers, which the float and 16-bit
 // forward kernels fit without spilling (ptxas would otherwise take 57); 0 leaves the double
 // kernel's registers to ptxas (a bound spilled there).
@@ -156,8 +185,7 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks<T>)
                    S* __restrict__ kl_partials, Shape shape, bool aligned, SeedRef seed,
                    uint64_t offset, Params<S> p, const S* mu, const S* sigma) {
   constexpr int V = elements_per_step(sizeof(T));
-  using Reduce = cub::BlockReduce<S, kThreads>;
-  __shared__ typename Reduce::TempStorage reduce_storage;
+  __shared__ typename BlockSum<S>::TempStorage reduce_storage;
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
   for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) INFODROP_INLINE_LAMBDA {
@@ -179,9 +207,7 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks<T>)
       });
       });
     });
-    const S block_sum = Reduce(reduce_storage).Sum(kl_sum);
-    if (threadIdx.x == 0) kl_partials[partial_slot(b, gridDim.x, blockIdx.x)] = block_sum;
-    __syncthreads();  // reduce_storage is reused for the next sample
+    write_block_sum(reduce_storage, kl_sum, &kl_partials[partial_slot(b, gridDim.x, blockIdx.x)]);
   });
 }
 
@@ -193,8 +219,7 @@ __global__ void __launch_bounds__(kThreads)
                     bool aligned, SeedRef seed, uint64_t offset, Params<S> p, const S* mu,
                     const S* sigma) {
   constexpr int V = elements_per_step(sizeof(T));
-  using Reduce = cub::BlockReduce<S, kThreads>;
-  __shared__ typename Reduce::TempStorage reduce_storage;
+  __shared__ typename BlockSum<S>::TempStorage reduce_storage;
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
   for_each_sample(shape.samples, blockIdx.y, gridDim.y, [&](int64_t b) INFODROP_INLINE_LAMBDA {
@@ -220,17 +245,9 @@ __global__ void __launch_bounds__(kThreads)
       });
       });
     });
-    if (prior_partials != nullptr) {
-      const S dmu_block = Reduce(reduce_storage).Sum(dmu_sum);
-      __syncthreads();
-      const S dsigma_block = Reduce(reduce_storage).Sum(dsigma_sum);
-      if (threadIdx.x == 0) {
-        S* out = prior_partials + 2 * partial_slot(b, gridDim.x, blockIdx.x);
-        out[0] = weight * dmu_block;
-        out[1] = weight * dsigma_block;
-      }
-      __syncthreads();
-    }
+    if (prior_partials != nullptr)
+      write_prior_sums(reduce_storage, weight, dmu_sum, dsigma_sum,
+                       prior_partials + 2 * partial_slot(b, gridDim.x, blockIdx.x));
   });
 }
 
@@ -439,8 +456,7 @@ __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
                         S* __restrict__ kl_partials, LastShape shape, SeedRef seed,
                         uint64_t offset, Params<S> p, const S* mu, const S* sigma) {
   constexpr int N = 4 * W;
-  using Reduce = cub::BlockReduce<S, kThreads>;
-  __shared__ typename Reduce::TempStorage reduce_storage;
+  __shared__ typename BlockSum<S>::TempStorage reduce_storage;
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
   const bool groups_aligned = shape.groups_aligned();
@@ -463,9 +479,7 @@ __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
         add_tile<W>(kl_sum, klv, whole, tile.valid);
       });
     });
-    const S block_sum = Reduce(reduce_storage).Sum(kl_sum);
-    if (threadIdx.x == 0) kl_partials[partial_slot(b, gridDim.x, blockIdx.x)] = block_sum;
-    __syncthreads();  // reduce_storage is reused for the next sample
+    write_block_sum(reduce_storage, kl_sum, &kl_partials[partial_slot(b, gridDim.x, blockIdx.x)]);
   });
 }
 
@@ -477,8 +491,7 @@ __global__ void __launch_bounds__(kThreads)
                          S* __restrict__ prior_partials, LastShape shape, SeedRef seed,
                          uint64_t offset, Params<S> p, const S* mu, const S* sigma) {
   constexpr int N = 4 * W;
-  using Reduce = cub::BlockReduce<S, kThreads>;
-  __shared__ typename Reduce::TempStorage reduce_storage;
+  __shared__ typename BlockSum<S>::TempStorage reduce_storage;
   p.set_prior(*mu, *sigma);
   const StreamKey key(read_seed(seed), offset);
   const bool groups_aligned = shape.groups_aligned();
@@ -505,17 +518,9 @@ __global__ void __launch_bounds__(kThreads)
         add_tile<W>(dsigma_sum, dsigmav, whole, tile.valid);
       });
     });
-    if (prior_partials != nullptr) {
-      const S dmu_block = Reduce(reduce_storage).Sum(dmu_sum);
-      __syncthreads();
-      const S dsigma_block = Reduce(reduce_storage).Sum(dsigma_sum);
-      if (threadIdx.x == 0) {
-        S* out = prior_partials + 2 * partial_slot(b, gridDim.x, blockIdx.x);
-        out[0] = weight * dmu_block;
-        out[1] = weight * dsigma_block;
-      }
-      __syncthreads();
-    }
+    if (prior_partials != nullptr)
+      write_prior_sums(reduce_storage, weight, dmu_sum, dsigma_sum,
+                       prior_partials + 2 * partial_slot(b, gridDim.x, blockIdx.x));
   });
 }
 
