@@ -451,32 +451,44 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
 // element math rounds where it is written (the rn_* helpers), not where nvcc's contraction, which
 // the folding would change, puts it.
 
-// forward_element of V elements (a step's or a tile's), one range test for the whole step.
-template <int V, class S>
-INFODROP_HD void forward_step(const S (&x)[V], const S (&logit)[V], const float (&eps)[V],
-                              const Params<S>& p, S (&z)[V], S (&kl)[V]) {
+// For each element k of a step or tile of V elements: fast(math, q, k) where the step's one
+// range test holds on CUDA threads (DeviceMath, q = p with the options folded into constants),
+// else each(k), the element's own test and path (forward_element / backward_element).
+template <int V, class S, class Fast, class Each>
+INFODROP_HD void for_step_elements(const S (&logit)[V], const Params<S>& p, Fast&& fast,
+                                   Each&& each) {
 #if defined(__CUDA_ARCH__)
   if constexpr (std::is_same<S, float>::value) {
     if (device_in_range(logit)) {
-      with_options_known(p, [&](const Params<float>& q) {
+      with_options_known(p, [&](const Params<float>& q) INFODROP_INLINE_LAMBDA {
         DeviceMath device;
         INFODROP_UNROLL
-        for (int k = 0; k < V; ++k) {
-          const ForwardOut<S> out = forward_element_with(device, x[k], logit[k], eps[k], q);
-          z[k] = out.z;
-          kl[k] = out.kl;
-        }
+        for (int k = 0; k < V; ++k) fast(device, q, k);
       });
       return;
     }
   }
 #endif
   INFODROP_UNROLL
-  for (int k = 0; k < V; ++k) {
-    const ForwardOut<S> out = forward_element(x[k], logit[k], static_cast<S>(eps[k]), p);
+  for (int k = 0; k < V; ++k) each(k);
+}
+
+// forward_element of V elements (a step's or a tile's), one range test for the whole step.
+template <int V, class S>
+INFODROP_HD void forward_step(const S (&x)[V], const S (&logit)[V], const float (&eps)[V],
+                              const Params<S>& p, S (&z)[V], S (&kl)[V]) {
+  const auto keep = [&](int k, const ForwardOut<S>& out) INFODROP_INLINE_LAMBDA {
     z[k] = out.z;
     kl[k] = out.kl;
-  }
+  };
+  for_step_elements(
+      logit, p,
+      [&](auto& math, const Params<S>& q, int k) INFODROP_INLINE_LAMBDA {
+        keep(k, forward_element_with(math, x[k], logit[k], static_cast<S>(eps[k]), q));
+      },
+      [&](int k) INFODROP_INLINE_LAMBDA {
+        keep(k, forward_element(x[k], logit[k], static_cast<S>(eps[k]), p));
+      });
 }
 
 // backward_element of V elements, the same way.
@@ -484,34 +496,21 @@ template <int V, class S>
 INFODROP_HD void backward_step(const S (&grad_z)[V], S grad_kl, const S (&x)[V],
                                const S (&logit)[V], const float (&eps)[V], const Params<S>& p,
                                S (&grad_x)[V], S (&grad_logit)[V], S (&dmu)[V], S (&dsigma)[V]) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same<S, float>::value) {
-    if (device_in_range(logit)) {
-      with_options_known(p, [&](const Params<float>& q) {
-        DeviceMath device;
-        INFODROP_UNROLL
-        for (int k = 0; k < V; ++k) {
-          const BackwardOut<S> out =
-              backward_element_with(device, grad_z[k], grad_kl, x[k], logit[k], eps[k], q);
-          grad_x[k] = out.grad_x;
-          grad_logit[k] = out.grad_logit;
-          dmu[k] = out.dmu;
-          dsigma[k] = out.dsigma;
-        }
-      });
-      return;
-    }
-  }
-#endif
-  INFODROP_UNROLL
-  for (int k = 0; k < V; ++k) {
-    const BackwardOut<S> out =
-        backward_element(grad_z[k], grad_kl, x[k], logit[k], static_cast<S>(eps[k]), p);
+  const auto keep = [&](int k, const BackwardOut<S>& out) INFODROP_INLINE_LAMBDA {
     grad_x[k] = out.grad_x;
     grad_logit[k] = out.grad_logit;
     dmu[k] = out.dmu;
     dsigma[k] = out.dsigma;
-  }
+  };
+  for_step_elements(
+      logit, p,
+      [&](auto& math, const Params<S>& q, int k) INFODROP_INLINE_LAMBDA {
+        keep(k, backward_element_with(math, grad_z[k], grad_kl, x[k], logit[k],
+                                      static_cast<S>(eps[k]), q));
+      },
+      [&](int k) INFODROP_INLINE_LAMBDA {
+        keep(k, backward_element(grad_z[k], grad_kl, x[k], logit[k], static_cast<S>(eps[k]), p));
+      });
 }
 
 }  // namespace infodrop
