@@ -14,15 +14,11 @@
 using namespace infodrop;
 
 enum Fn {
-  kExp, kExpFinite, kExpShort, kSigmoid, kOneMinusSigmoid, kLog, kLogRatio, kRcp, kSqrt,
-  kMinusTwoLogU, kSin, kCos
+  kExp, kExpFinite, kExpShort, kSigmoid, kOneMinusSigmoid, kLog, kRcp, kSqrt, kMinusTwoLogU, kSin,
+  kCos
 };
 
-// the cap of the log-uniform KL that log_ratio is measured with: the default alpha_min + max_alpha
-constexpr float kCap = 0.701f;
-
-// log_cap: log(kCap) rounded to float, as the ops compute it on the host (elementwise.h Params)
-__global__ void evaluate(int fn, const float* in, float* out, int n, float log_cap) {
+__global__ void evaluate(int fn, const float* in, float* out, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float x = in[i];
@@ -34,7 +30,6 @@ __global__ void evaluate(int fn, const float* in, float* out, int n, float log_c
     case kSigmoid: device::sigmoid(x, y, s); break;
     case kOneMinusSigmoid: device::sigmoid(x, s, y); break;
     case kLog: y = device::log(x); break;
-    case kLogRatio: y = device::log_ratio(log_cap, x); break;
     case kRcp: y = device::rcp(x); break;
     case kSqrt: y = device::sqrt_of_normal(x); break;
     case kMinusTwoLogU: y = device::minus_two_log_uniform(x); break;
@@ -57,8 +52,7 @@ static std::vector<float> run(int fn, const std::vector<float>& in) {
   check(cudaMalloc(&d_in, n * sizeof(float)));
   check(cudaMalloc(&d_out, n * sizeof(float)));
   check(cudaMemcpy(d_in, in.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-  evaluate<<<(n + 255) / 256, 256>>>(fn, d_in, d_out, n,
-                                     static_cast<float>(std::log(static_cast<double>(kCap))));
+  evaluate<<<(n + 255) / 256, 256>>>(fn, d_in, d_out, n);
   check(cudaGetLastError());
   std::vector<float> out(n);
   check(cudaMemcpy(out.data(), d_out, n * sizeof(float), cudaMemcpyDeviceToHost));
@@ -120,10 +114,6 @@ int main() {
          [](double x) { return std::exp(-x) / (1 + std::exp(-x)); }, never);
   // every 7th float from FLT_MIN to 2^127: absolute in [0.5, 2], relative elsewhere
   report("log", kLog, floats(1.17549435e-38f, 1.7e38f, 7), [](double x) { return std::log(x); },
-         [](float x) { return x >= 0.5f && x <= 2.0f; });
-  // the KL log(cap / alpha) for every 3rd float alpha in [2^-12, 2]: absolute in [0.5, 2]
-  report("log_ratio", kLogRatio, floats(0x1p-12f, 2.0f, 3),
-         [](double x) { return std::log(static_cast<double>(kCap) / x); },
          [](float x) { return x >= 0.5f && x <= 2.0f; });
   report("rcp", kRcp, floats(1.17549435e-38f, 8.5e37f, 7), [](double x) { return 1 / x; }, never);
   report("sqrt_of_normal", kSqrt, floats(5.9604645e-8f, 34.0f, 3), [](double x) { return std::sqrt(x); },

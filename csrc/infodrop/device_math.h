@@ -93,16 +93,6 @@ __device__ __forceinline__ float log(float x) { return lg2(x) * kLn2; }
 // log(x) - m, rounded once (elementwise.h rounds each multiply-add where it is written)
 __device__ __forceinline__ float log_minus(float x, float m) { return __fmaf_rn(lg2(x), kLn2, -m); }
 
-// log(c / x) = log c - log x for log_c = log c rounded to float, in one FMA: the log-uniform KL,
-// log(cap / alpha), without the product alpha / cap (one instruction less per element).  Error:
-// lg2's (2^-22 absolute for x in [0.5, 2], 2 ulp elsewhere) times ln 2, plus 2^-24 (|log c| +
-// |log(c / x)|); for the default cap c = 0.701: <= 2^-21.9 absolute for x in [0.5, 2] (the KL
-// near 0, as `log` of the product had) and <= 2^-20.5 relative below (the largest at x = 0.5,
-// where the KL is 0.34 and log x 0.69).
-__device__ __forceinline__ float log_ratio(float log_c, float x) {
-  return __fmaf_rn(lg2(x), -kLn2, log_c);
-}
-
 // ---- the noise stream ------------------------------------------------------------------------
 
 // u = k 2^-23 + 2^-24 (k = bits >> 9, the stream's uniform: elementwise.h uniform_from_bits) as

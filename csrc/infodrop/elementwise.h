@@ -28,7 +28,6 @@ enum class Prior : int { LogUniform = 0, LogNormal = 1 };
 template <class S>
 struct Params {
   S max_alpha, alpha_min, inv_cap;  // inv_cap = 1 / (alpha_min + max_alpha), the largest alpha
-  S log_cap;                         // log(alpha_min + max_alpha)
   S mu, half_inv_sigma2, inv_sigma2, log_sigma, inv_sigma, inv_sigma3;
   Prior prior;
   bool mask_inactive, unit_mean, apply_noise;
@@ -38,15 +37,14 @@ struct Params {
 
   INFODROP_HD void set_options(S max_alpha_, S alpha_min_, Prior prior_, bool mask_inactive_,
                                bool unit_mean_, bool apply_noise_) {
+    const S cap = alpha_min_ + max_alpha_;
     max_alpha = max_alpha_;
     alpha_min = alpha_min_;
-    inv_cap = S(1) / (alpha_min_ + max_alpha_);
-    log_cap = log(alpha_min_ + max_alpha_);
+    inv_cap = S(1) / cap;
     prior = prior_;
     mask_inactive = mask_inactive_;
     unit_mean = unit_mean_;
     apply_noise = apply_noise_;
-    const S cap = alpha_min_ + max_alpha_;
     short_noise = cap * S(kMaxAbsEps) + (unit_mean_ ? S(0.5) * cap * cap : S(0)) <= S(kShortNoise);
   }
   // mu and sigma may live in device memory (learned parameters), so a kernel sets them itself.
@@ -121,12 +119,8 @@ template <class E>
 struct IeeeMath {
   INFODROP_HD void sigmoid(E x, E& s, E& one_minus_s) { fast_sigmoid(x, s, one_minus_s); }
   INFODROP_HD E exp(E x) { return fast_exp(x); }
-  template <class S>
-  INFODROP_HD E noise(E log_noise, const Params<S>&) { return exp(log_noise); }
   INFODROP_HD E log(E x) { return fast_log(x); }
   INFODROP_HD E log_minus(E x, E m) { return log(x) - m; }
-  template <class S>
-  INFODROP_HD E log_uniform_kl(E alpha, const Params<S>& p) { return -log(alpha * E(p.inv_cap)); }
   INFODROP_HD E inverse(E alpha) { return exact_reciprocal(alpha); }
 };
 
@@ -146,15 +140,11 @@ struct InRangeMath {
     outside = either(outside, outside_exp_range(x));
     return exp_in_range(x);
   }
-  template <class S>
-  INFODROP_HD E noise(E log_noise, const Params<S>&) { return exp(log_noise); }
   INFODROP_HD E log(E x) {
     outside = either(outside, outside_log_range(x));
     return log_of_normal(x);
   }
   INFODROP_HD E log_minus(E x, E m) { return log(x) - m; }
-  template <class S>
-  INFODROP_HD E log_uniform_kl(E alpha, const Params<S>& p) { return -log(alpha * E(p.inv_cap)); }
   // 1 / alpha for alpha normal and below 2^126 (its bits 0x00800000 .. 0x7e7fffff)
   INFODROP_HD E inverse(E alpha) {
     using U = LanesUint<E>;
@@ -186,18 +176,16 @@ struct DeviceMath {
     device::sigmoid(x, s, one_minus_s);
   }
   __device__ float exp(float x) { return device::exp(x); }
-  // the noise factor n = e^log_noise: without exp's correction where the options keep
-  // |log_noise| <= kShortNoise (three instructions a call fewer)
-  __device__ float noise(float log_noise, const Params<float>& p) {
-    return p.short_noise ? device::exp_short(log_noise) : device::exp(log_noise);
-  }
   __device__ float log(float x) { return device::log(x); }
   __device__ float log_minus(float x, float m) { return device::log_minus(x, m); }
-  __device__ float log_uniform_kl(float alpha, const Params<float>& p) {
-    return device::log_ratio(p.log_cap, alpha);
-  }
   __device__ float inverse(float alpha) { return device::rcp(alpha); }
 };
+
+// The noise factor n = e^log_noise on DeviceMath: without exp's correction where the options
+// keep |log_noise| <= kShortNoise (three instructions a call fewer).
+__device__ float noise_factor(DeviceMath&, float log_noise, const Params<float>& p) {
+  return p.short_noise ? device::exp_short(log_noise) : device::exp(log_noise);
+}
 
 // f(q) with q = p and q's prior, mask_inactive and unit_mean constants the compiler sees: the
 // device step is compiled once per combination, each free of the per-element selects and
@@ -328,6 +316,12 @@ INFODROP_HD E log_x_minus_mu(Math& math, E x, const Params<S>& p) {
   return math.log_minus(select(x > E(S(kXFloor)), x, E(S(kXFloor))), E(p.mu));
 }
 
+// The noise factor n = e^log_noise (on DeviceMath: the overload above)
+template <class Math, class E, class S>
+INFODROP_HD E noise_factor(Math& math, E log_noise, const Params<S>&) {
+  return math.exp(log_noise);
+}
+
 template <class E>
 struct ForwardOut {
   E z, kl;
@@ -341,11 +335,11 @@ INFODROP_HD ForwardOut<E> forward_element_with(Math& math, E x, E logit, E eps,
   const E alpha = alpha_of(s, p);
   E z = x;
   if (p.apply_noise) {
-    z = x * math.noise(log_noise_of(alpha, eps, p), p);
+    z = x * noise_factor(math, log_noise_of(alpha, eps, p), p);
   }
   E kl;
   if (p.prior == Prior::LogUniform) {
-    kl = math.log_uniform_kl(alpha, p);
+    kl = -math.log(alpha * E(p.inv_cap));
   } else {
     const E d = log_x_minus_mu(math, x, p);
     kl = rn_add(rn_mul_sub(squares(d, alpha), E(p.half_inv_sigma2), math.log(alpha)),
@@ -390,7 +384,7 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
   const E alpha = alpha_of(s, p);
   E grad_x = grad_z, grad_alpha = zero, n = E(S(1));
   if (p.apply_noise) {
-    n = math.noise(log_noise_of(alpha, eps, p), p);
+    n = noise_factor(math, log_noise_of(alpha, eps, p), p);
     const E dlog_noise = p.unit_mean ? eps - alpha : eps;  // d log n / d alpha
     grad_x = rn_mul(grad_z, n);
     grad_alpha = rn_mul(grad_z * x * n, dlog_noise);

@@ -10,7 +10,8 @@
 
 // INFODROP_INLINE_LAMBDA after a lambda's parameters: inlined whatever its size.  The CUDA
 // kernels' walks hand their step to nested lambdas; NVVM outlines one that grows large (the
-// backward's step with three noise states became a call with a 256-byte stack frame).
+// backward's step with three noise states became a call with a 256-byte stack frame).  Host
+// compilers (GCC, Clang) take the attribute too: the shared code that uses it builds there.
 #define INFODROP_INLINE_LAMBDA __attribute__((always_inline))
 
 #if defined(__CUDACC__) || defined(__HIPCC__)

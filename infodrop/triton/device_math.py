@@ -107,12 +107,11 @@ def noise_factor(log_noise, CAP: tl.constexpr, UNIT_MEAN: tl.constexpr):
 
 @triton.jit
 def log_uniform_kl(alpha, CAP: tl.constexpr):
-    """log(CAP / alpha), the log-uniform KL: as device_math.h log_ratio, one FMA on lg2 with
-    log CAP made once per program in float64 (2^-21.9 absolute where the KL is near 0, 2^-20.5
-    relative below, for the default cap)."""
+    """-log(alpha / CAP), the log-uniform KL, as the CUDA kernels: `log` of alpha times 1 / CAP
+    (a constant: no division), whose product is near 1 where the KL is near 0 (lg2's absolute
+    bound there, at any cap) and normal wherever alpha is not 0."""
     if MUFU and alpha.dtype == tl.float32:
-        log_cap = tl.log(tl.full((), CAP, tl.float64)).to(tl.float32)
-        return tl.fma(lg2(alpha), -LN2, log_cap)
+        return -log(alpha * (1.0 / CAP))
     else:
         return -tl.log(alpha / CAP)
 
