@@ -87,6 +87,9 @@ def test_main_path_of_the_float32_forward_is_a_whole_step_with_noise(cubins):
     assert path.opcodes["STG.E.128"] == 2
     # Philox4x32-10 of the step's two groups: 2 multiplies per round
     assert path.opcodes["IMAD.WIDE.U32"] + path.opcodes["IMAD.HI.U32"] >= 40
+    # the log-uniform prior: Box-Muller's log for each of the 4 pairs and the KL's one log of
+    # the step's product (elementwise.h minus_log_of_product), not one per element
+    assert path.opcodes["MUFU.LG2"] == 4 + 1
     assert sum(path.counts.values()) == sum(path.opcodes.values())
 
 
@@ -110,6 +113,8 @@ def test_main_path_of_the_channels_last_bfloat16_forward(cubins, width, known, g
     assert path.opcodes[f"STG.E{access}"] == 4
     # Philox4x32-10: 2 multiplies per round, per group
     assert path.opcodes["IMAD.WIDE.U32"] + path.opcodes["IMAD.HI.U32"] >= 20 * groups
+    # Box-Muller's log per pair of each group, and one log of the tile's KL product
+    assert path.opcodes["MUFU.LG2"] == 2 * groups + 1
 
 
 def test_main_path_skips_slow_paths_and_ragged_steps_and_keeps_the_noise():

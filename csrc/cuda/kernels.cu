@@ -198,12 +198,13 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks<T>)
       const int64_t i0 = step * V;
       float eps[V];
       step_noise(step, key, p.apply_noise, eps);
-      S xv[V], lv[V], zv[V], klv[V];
+      S xv[V], lv[V], zv[V];
       load_step(x, i0, whole, sample, xv);
       load_step(logit, i0, whole, sample, lv);
-      forward_step(xv, lv, eps, p, zv, klv);
+      kl_sum += forward_step(xv, lv, eps, p, zv, whole, [&](int k) INFODROP_INLINE_LAMBDA {
+        return sample.has(i0 + k);
+      });
       store_step(z, i0, whole, sample, zv);
-      add_step(kl_sum, klv, i0, whole, sample);
       });
       });
     });
@@ -471,12 +472,13 @@ __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
         float eps[N];
         tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions,
                          groups_aligned, key, p.apply_noise, eps);
-        S xv[N], lv[N], zv[N], klv[N];
+        S xv[N], lv[N], zv[N];
         load_tile<W>(x + at, shape.channels, whole, tile.valid, xv);
         load_tile<W>(logit + at, shape.channels, whole, tile.valid, lv);
-        forward_step(xv, lv, eps, p, zv, klv);
+        kl_sum += forward_step(xv, lv, eps, p, zv, whole, [&](int j) INFODROP_INLINE_LAMBDA {
+          return j % 4 < tile.valid;
+        });
         store_tile<W>(z + at, shape.channels, whole, tile.valid, zv);
-        add_tile<W>(kl_sum, klv, whole, tile.valid);
       });
     });
     write_block_sum(reduce_storage, kl_sum, &kl_partials[partial_slot(b, gridDim.x, blockIdx.x)]);

@@ -5,6 +5,7 @@
 // how they walk memory and reduce the per-sample KL.
 #pragma once
 
+#include <limits>
 #include <type_traits>
 
 #include "infodrop/device_math.h"
@@ -327,9 +328,14 @@ struct ForwardOut {
   E z, kl;
 };
 
+// z and alpha of an element: the forward without its KL
+template <class E>
+struct NoisyOut {
+  E z, alpha;
+};
+
 template <class Math, class E, class S>
-INFODROP_HD ForwardOut<E> forward_element_with(Math& math, E x, E logit, E eps,
-                                               const Params<S>& p) {
+INFODROP_HD NoisyOut<E> noisy_element_with(Math& math, E x, E logit, E eps, const Params<S>& p) {
   E s, one_minus_s;
   math.sigmoid(logit, s, one_minus_s);
   const E alpha = alpha_of(s, p);
@@ -337,16 +343,51 @@ INFODROP_HD ForwardOut<E> forward_element_with(Math& math, E x, E logit, E eps,
   if (p.apply_noise) {
     z = x * noise_factor(math, log_noise_of(alpha, eps, p), p);
   }
+  return {z, alpha};
+}
+
+// alpha / cap, the log-uniform KL's argument (kl = -log of it)
+template <class E, class S>
+INFODROP_HD E kl_ratio(E alpha, const Params<S>& p) {
+  return alpha * E(p.inv_cap);
+}
+
+template <class Math, class E, class S>
+INFODROP_HD ForwardOut<E> forward_element_with(Math& math, E x, E logit, E eps,
+                                               const Params<S>& p) {
+  const NoisyOut<E> noisy = noisy_element_with(math, x, logit, eps, p);
+  const E alpha = noisy.alpha;
   E kl;
   if (p.prior == Prior::LogUniform) {
-    kl = -math.log(alpha * E(p.inv_cap));
+    kl = -math.log(kl_ratio(alpha, p));
   } else {
     const E d = log_x_minus_mu(math, x, p);
     kl = rn_add(rn_mul_sub(squares(d, alpha), E(p.half_inv_sigma2), math.log(alpha)),
                 E(p.log_sigma - S(0.5)));
   }
   if (p.mask_inactive) kl = select(x == E(S(0)), E(S(0)), kl);
-  return {z, kl};
+  return {noisy.z, kl};
+}
+
+// -(log r[0] + ... + log r[V - 1]) for positive r (the log-uniform KL of a step's elements, r =
+// alpha / cap or 1 for an element left out), as one log of the product where the product is a
+// normal float, else term by term: one log per step in place of V (each a special-function
+// instruction on CUDA threads).  r <= 1 up to rounding (alpha <= cap), so the product is normal
+// exactly where no partial product underflowed (r >= sigmoid(-80) = 2^-115.4 in the kernels'
+// range: two such r already do); the test also sends NaN term by term.
+// Error of the product's log (float r): V - 1 roundings of 2^-24 relative, (V - 1) 2^-24 absolute
+// in the sum (2^-21.2 for V = 8), against V logs of 2^-22 each (DeviceMath's log near 1) term by
+// term.
+template <class Math, int V, class E>
+INFODROP_HD E minus_log_of_product(Math& math, const E (&r)[V]) {
+  E product = r[0];
+  INFODROP_UNROLL
+  for (int k = 1; k < V; ++k) product = rn_mul(product, r[k]);
+  if (product >= std::numeric_limits<E>::min()) return -math.log(product);
+  E sum = -math.log(r[0]);
+  INFODROP_UNROLL
+  for (int k = 1; k < V; ++k) sum -= math.log(r[k]);
+  return sum;
 }
 
 template <class E, class S>
@@ -445,9 +486,9 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
 // element math rounds where it is written (the rn_* helpers), not where nvcc's contraction, which
 // the folding would change, puts it.
 
-// For each element k of a step or tile of V elements: fast(math, q, k) where the step's one
-// range test holds on CUDA threads (DeviceMath, q = p with the options folded into constants),
-// else each(k), the element's own test and path (forward_element / backward_element).
+// fast(math, q) for a step or tile of V elements where the step's one range test holds on CUDA
+// threads (DeviceMath, q = p with the options folded into constants), else each(), which takes
+// every element by its own test and path (forward_element / backward_element).
 template <int V, class S, class Fast, class Each>
 INFODROP_HD void for_step_elements(const S (&logit)[V], const Params<S>& p, Fast&& fast,
                                    Each&& each) {
@@ -456,33 +497,72 @@ INFODROP_HD void for_step_elements(const S (&logit)[V], const Params<S>& p, Fast
     if (device_in_range(logit)) {
       with_options_known(p, [&](const Params<float>& q) INFODROP_INLINE_LAMBDA {
         DeviceMath device;
-        INFODROP_UNROLL
-        for (int k = 0; k < V; ++k) fast(device, q, k);
+        fast(device, q);
       });
       return;
     }
   }
 #endif
-  INFODROP_UNROLL
-  for (int k = 0; k < V; ++k) each(k);
+  each();
 }
 
-// forward_element of V elements (a step's or a tile's), one range test for the whole step.
-template <int V, class S>
-INFODROP_HD void forward_step(const S (&x)[V], const S (&logit)[V], const float (&eps)[V],
-                              const Params<S>& p, S (&z)[V], S (&kl)[V]) {
+// The sum of v over a step's elements where `whole`, else over those k where counted(k): one
+// branch for a whole step, not one test per element (the compiler kept the per-element bounds
+// checks on whole steps when the sum was written as `whole || counted(k)`).
+template <int V, class S, class Counted>
+INFODROP_HD S counted_sum(const S (&v)[V], bool whole, Counted&& counted) {
+  S sum = S(0);
+  if (whole) {
+    INFODROP_UNROLL
+    for (int k = 0; k < V; ++k) sum += v[k];
+  } else {
+    INFODROP_UNROLL
+    for (int k = 0; k < V; ++k)
+      if (counted(k)) sum += v[k];
+  }
+  return sum;
+}
+
+// forward_element of V elements (a step's or a tile's), one range test for the whole step: z,
+// and the KL summed over the step's elements where `whole`, else over those k where counted(k)
+// (the elements in the sample).  Under the log-uniform prior the fast path takes one log of the
+// product of the elements' alpha / cap (minus_log_of_product).
+template <int V, class S, class Counted>
+INFODROP_HD S forward_step(const S (&x)[V], const S (&logit)[V], const float (&eps)[V],
+                           const Params<S>& p, S (&z)[V], bool whole, Counted&& counted) {
+  S kl_sum, kl[V];
   const auto keep = [&](int k, const ForwardOut<S>& out) INFODROP_INLINE_LAMBDA {
     z[k] = out.z;
     kl[k] = out.kl;
   };
   for_step_elements(
       logit, p,
-      [&](auto& math, const Params<S>& q, int k) INFODROP_INLINE_LAMBDA {
-        keep(k, forward_element_with(math, x[k], logit[k], static_cast<S>(eps[k]), q));
+      [&](auto& math, const Params<S>& q) INFODROP_INLINE_LAMBDA {
+        if (q.prior == Prior::LogUniform) {
+          S ratio[V];
+          INFODROP_UNROLL
+          for (int k = 0; k < V; ++k) {
+            const NoisyOut<S> out =
+                noisy_element_with(math, x[k], logit[k], static_cast<S>(eps[k]), q);
+            z[k] = out.z;
+            const bool left_out = !(whole || counted(k)) || (q.mask_inactive && x[k] == S(0));
+            ratio[k] = left_out ? S(1) : kl_ratio(out.alpha, q);
+          }
+          kl_sum = minus_log_of_product(math, ratio);
+        } else {
+          INFODROP_UNROLL
+          for (int k = 0; k < V; ++k)
+            keep(k, forward_element_with(math, x[k], logit[k], static_cast<S>(eps[k]), q));
+          kl_sum = counted_sum(kl, whole, counted);
+        }
       },
-      [&](int k) INFODROP_INLINE_LAMBDA {
-        keep(k, forward_element(x[k], logit[k], static_cast<S>(eps[k]), p));
+      [&]() INFODROP_INLINE_LAMBDA {
+        INFODROP_UNROLL
+        for (int k = 0; k < V; ++k)
+          keep(k, forward_element(x[k], logit[k], static_cast<S>(eps[k]), p));
+        kl_sum = counted_sum(kl, whole, counted);
       });
+  return kl_sum;
 }
 
 // backward_element of V elements, the same way.
@@ -498,12 +578,16 @@ INFODROP_HD void backward_step(const S (&grad_z)[V], S grad_kl, const S (&x)[V],
   };
   for_step_elements(
       logit, p,
-      [&](auto& math, const Params<S>& q, int k) INFODROP_INLINE_LAMBDA {
-        keep(k, backward_element_with(math, grad_z[k], grad_kl, x[k], logit[k],
-                                      static_cast<S>(eps[k]), q));
+      [&](auto& math, const Params<S>& q) INFODROP_INLINE_LAMBDA {
+        INFODROP_UNROLL
+        for (int k = 0; k < V; ++k)
+          keep(k, backward_element_with(math, grad_z[k], grad_kl, x[k], logit[k],
+                                        static_cast<S>(eps[k]), q));
       },
-      [&](int k) INFODROP_INLINE_LAMBDA {
-        keep(k, backward_element(grad_z[k], grad_kl, x[k], logit[k], static_cast<S>(eps[k]), p));
+      [&]() INFODROP_INLINE_LAMBDA {
+        INFODROP_UNROLL
+        for (int k = 0; k < V; ++k)
+          keep(k, backward_element(grad_z[k], grad_kl, x[k], logit[k], static_cast<S>(eps[k]), p));
       });
 }
 
