@@ -11,11 +11,6 @@ PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
 PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
 
 X_FLOOR = 1e-4  # floor of x inside log x (the authors' code): Softplus can underflow to 0
-# The GPU kernels' noise factor e^(alpha eps (- alpha^2 / 2)) skips exp's argument correction
-# where the cap keeps the exponent within SHORT_NOISE for every eps of the stream (|eps| below
-# MAX_ABS_EPS, Box-Muller's largest radius 5.7683): csrc/infodrop/elementwise.h's kShortNoise and
-# kMaxAbsEps, the same numbers.
-MAX_ABS_EPS, SHORT_NOISE = 5.77, 7.0
 PRIORS = ("log_uniform", "log_normal")
 # What each activation the blocks know by name outputs, and which priors fit it (spec section 1):
 # the log-uniform KL does not read x (its prior is scale-invariant, exact zeros allowed, and the

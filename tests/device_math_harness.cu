@@ -14,8 +14,8 @@
 using namespace infodrop;
 
 enum Fn {
-  kExp, kExpFinite, kExpShort, kSigmoid, kOneMinusSigmoid, kLog, kRcp, kSqrt, kMinusTwoLogU, kSin,
-  kCos
+  kExpFinite, kEx2, kSigmoid, kOneMinusSigmoid, kLog, kRcp, kSqrt, kMinusTwoLogU,
+  kMinusTwoLogULog2, kSin, kCos
 };
 
 __global__ void evaluate(int fn, const float* in, float* out, int n) {
@@ -24,15 +24,15 @@ __global__ void evaluate(int fn, const float* in, float* out, int n) {
   const float x = in[i];
   float y = 0.0f, s, c;
   switch (fn) {
-    case kExp: y = device::exp(x); break;
     case kExpFinite: y = device::exp_finite(x); break;
-    case kExpShort: y = device::exp_short(x); break;
+    case kEx2: y = device::ex2(x); break;
     case kSigmoid: device::sigmoid(x, y, s); break;
     case kOneMinusSigmoid: device::sigmoid(x, s, y); break;
     case kLog: y = device::log(x); break;
     case kRcp: y = device::rcp(x); break;
     case kSqrt: y = device::sqrt_of_normal(x); break;
     case kMinusTwoLogU: y = device::minus_two_log_uniform(x); break;
+    case kMinusTwoLogULog2: y = device::minus_two_log_uniform<true>(x); break;
     case kSin: device::sincos_2pi_from_mantissa(x, y, c); break;
     case kCos: device::sincos_2pi_from_mantissa(x, s, y); break;
   }
@@ -102,12 +102,11 @@ int main() {
   const double two_pi = 6.283185307179586476925;
   const auto never = [](float) { return false; };
   const auto always = [](float) { return true; };
-  const std::vector<float> exp_in = linspace(-87.3, 88.7, 1 << 24);
-  report("exp", kExp, exp_in, [](double x) { return std::exp(x); }, never);
   report("exp_finite", kExpFinite, linspace(-86, 86, 1 << 24),
          [](double x) { return std::exp(x); }, never);
-  report("exp_short", kExpShort, linspace(-7, 7, 1 << 24), [](double x) { return std::exp(x); },
-         never);
+  // the noise factor 2^y (y = log n log2 e: the kernels' noise in powers of 2), every exponent
+  // of a normal result
+  report("ex2", kEx2, linspace(-125, 127.5, 1 << 24), [](double x) { return std::exp2(x); }, never);
   const std::vector<float> logit = linspace(-86, 86, 1 << 24);
   report("sigmoid", kSigmoid, logit, [](double x) { return 1 / (1 + std::exp(-x)); }, never);
   report("one_minus_sigmoid", kOneMinusSigmoid, logit,
@@ -116,7 +115,7 @@ int main() {
   report("log", kLog, floats(1.17549435e-38f, 1.7e38f, 7), [](double x) { return std::log(x); },
          [](float x) { return x >= 0.5f && x <= 2.0f; });
   report("rcp", kRcp, floats(1.17549435e-38f, 8.5e37f, 7), [](double x) { return 1 / x; }, never);
-  report("sqrt_of_normal", kSqrt, floats(5.9604645e-8f, 34.0f, 3), [](double x) { return std::sqrt(x); },
+  report("sqrt_of_normal", kSqrt, floats(5.9604645e-8f, 72.0f, 3), [](double x) { return std::sqrt(x); },
          never);
   // the noise stream's uniforms, every one: u = k 2^-23 + 2^-24, and their mantissas 1 + k 2^-23
   std::vector<float> u(1 << 23), m(1 << 23);
@@ -126,6 +125,8 @@ int main() {
   }
   report("minus_two_log_uniform", kMinusTwoLogU, u, [](double x) { return -2 * std::log(x); },
          never);
+  report("minus_two_log_uniform_log2", kMinusTwoLogULog2, u,
+         [](double x) { return -2 * std::log(x) * device::kLog2eSquared; }, never);
   const auto uniform = [](double mantissa) { return (mantissa - 1) + 0x1p-24; };
   report("sin_2pi", kSin, m, [&](double x) { return std::sin(two_pi * uniform(x)); }, always);
   report("cos_2pi", kCos, m, [&](double x) { return std::cos(two_pi * uniform(x)); }, always);

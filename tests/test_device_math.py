@@ -23,15 +23,15 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU
 
 # (kind, bound) per function: the bounds derived in device_math.h, each within 2^-20
 BOUNDS = {
-    "exp": ("rel", 2**-20.6),
     "exp_finite": ("rel", 2**-20.8),
-    "exp_short": ("rel", 2**-20.3),
+    "ex2": ("rel", 2**-22),  # the noise factor 2^y, y = log n log2 e (eps in powers of 2)
     "sigmoid": ("rel", 2**-20.4),
     "one_minus_sigmoid": ("rel", 2**-20.3),
     "log": ("rel", 2**-21.7),  # and 2^-22.2 absolute in [0.5, 2], checked below
     "rcp": ("rel", 2**-23),
     "sqrt_of_normal": ("rel", 2**-21.7),
     "minus_two_log_uniform": ("rel", 2**-20.9),
+    "minus_two_log_uniform_log2": ("rel", 2**-20.8),  # times (log2 e)^2
     "sin_2pi": ("abs", 2**-20.6),
     "cos_2pi": ("abs", 2**-20.6),
 }

@@ -66,8 +66,8 @@ def test_nvcc_contracts_nothing_in_the_element_math(tmp_path):
 # Expressions as they were before issue 18's fix, which left the rounding to nvcc.
 MUTANTS = {
     "unit_mean's log noise": (
-        "log_noise = rn_sub_mul(log_noise, E(S(0.5)) * alpha, alpha);",
-        "log_noise = log_noise - E(S(0.5)) * alpha * alpha;"),
+        "log_noise = rn_sub_mul(log_noise, E(S(0.5 * kEpsUnit<Math>)) * alpha, alpha);",
+        "log_noise = log_noise - E(S(0.5 * kEpsUnit<Math>)) * alpha * alpha;"),
     "the gradient's KL term": (
         "grad_alpha = rn_add_mul(grad_alpha, grad_kl, dkl_dalpha);",
         "grad_alpha = grad_alpha + grad_kl * dkl_dalpha;"),

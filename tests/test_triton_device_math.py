@@ -9,6 +9,7 @@ interpreter's numerics tests (tests/test_backend_numerics.py) check."""
 
 import importlib.util
 import json
+import math
 import os
 import pathlib
 import re
@@ -24,18 +25,18 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 import infodrop  # noqa: E402
-from infodrop import _spec  # noqa: E402
 from infodrop.triton import device_math  # noqa: E402
 from infodrop.triton.device_math import (  # noqa: E402
-    exp,
     log,
+    minus_sqrt_of_normal,
     minus_two_log_uniform,
     noise_factor,
     sigmoid_pair,
     sincos_2pi_from_mantissa,
-    sqrt_of_normal,
 )
 from tests.test_device_math import BOUNDS, LOG_ABS_BOUND  # noqa: E402
+
+LOG2E_SQUARED = device_math.LOG2E_SQUARED
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HEADER = (ROOT / "csrc" / "infodrop" / "device_math.h").read_text()
@@ -52,18 +53,47 @@ def _f32(x):
 
 def test_constants_and_polynomial_are_the_headers():
     body = re.search(r"minus_two_log_uniform\(float u\) \{(.*?)\n\}", HEADER, re.S).group(1)
-    header_poly = [float(c) for c in re.findall(r"(?:p = |p, v, )([0-9.]+)f", body)]
+    header_poly = [float(c) for c in re.findall(r"scaled\(([0-9.]+)f\)", body)]
     assert len(header_poly) == 6
     assert [_f32(c) for c in device_math.LOG_UNIFORM_POLY] == [_f32(c) for c in header_poly]
     assert _f32(device_math.LN2.value) == _f32(re.search(r"kLn2 = ([0-9.]+)f", HEADER).group(1))
     assert _f32(device_math.LOG2E.value) == _f32(
         re.search(r"kLog2e = ([0-9.]+)f", HEADER).group(1))
     assert "v > 0.3f ? lg2(u)" in body  # the same switch between lg2 and the polynomial
-    # when the noise factor may skip exp's correction (elementwise.h's constants, _spec's)
-    elementwise = (ROOT / "csrc" / "infodrop" / "elementwise.h").read_text()
-    assert _spec.MAX_ABS_EPS == float(re.search(r"kMaxAbsEps = ([0-9.]+);", elementwise).group(1))
-    assert _spec.SHORT_NOISE == float(re.search(r"kShortNoise = ([0-9.]+);", elementwise).group(1))
+    # the noise in powers of 2: the header's (log2 e)^2 and its scaling, each rounded once
+    squared = float(re.search(r"kLog2eSquared = ([0-9.]+);", HEADER).group(1))
+    assert squared == device_math.LOG2E_SQUARED == pytest.approx(math.log2(math.e) ** 2, rel=1e-16)
+    assert "static_cast<float>(c * kLog2eSquared)" in body
+    assert device_math.LOG_UNIFORM_POLY_LOG2 == tuple(_f32(_f32(c) * squared) for c in header_poly)
+    assert "static_cast<float>(-2.0 * 1.4426950408889634)" in body
+    assert device_math.TWO_LOG2E.value == _f32(2.0 * 1.4426950408889634)
     assert device_math.MUFU.value == (not INTERPRETED)
+
+
+def _fma32(a, b, c):
+    """float32 fma: the float64 product of two float32 is exact, one rounding to float64 then
+    one to float32 (a double rounding only at exact ties, too rare to move a bound)."""
+    return (a.astype(np.float64) * b + c).astype(np.float32)
+
+
+@pytest.mark.parametrize("log2", [False, True], ids=["natural", "powers-of-2"])
+def test_the_polynomial_of_minus_two_log_uniform_on_every_uniform_it_takes(log2):
+    """Without a GPU: device_math.h's polynomial branch (v = 1 - u <= 0.3), evaluated in float32
+    as the kernels do (Horner by FMA, then v p), on every uniform of the stream it serves,
+    natural and scaled by (log2 e)^2 (the kernels' noise in powers of 2), within its share of
+    the 2^-20.9 / 2^-20.8 bound (2^-21.9 natural; the scaled coefficients add 2^-24)."""
+    k = np.arange(1 << 23, dtype=np.float64)
+    u = (k * 2.0**-23 + 2.0**-24).astype(np.float32)
+    v = np.float32(1.0) - u  # exact
+    v = v[v <= np.float32(0.3)]
+    coefficients = device_math.LOG_UNIFORM_POLY_LOG2 if log2 else device_math.LOG_UNIFORM_POLY
+    c = [np.float32(x) for x in coefficients]
+    p = _fma32(v, np.full_like(v, c[0]), c[1])
+    for ci in c[2:]:
+        p = _fma32(p, v, ci)
+    got = (v * p).astype(np.float64)
+    want = -2.0 * np.log1p(-v.astype(np.float64)) * (LOG2E_SQUARED if log2 else 1.0)
+    assert np.max(np.abs(got / want - 1.0)) <= (2**-21.6 if log2 else 2**-21.8)
 
 
 @compiled_only
@@ -113,18 +143,18 @@ def _sweep_kernel(x_ptr, out_ptr, out2_ptr, n, FUNCTION: tl.constexpr, BLOCK: tl
     mask = i < n
     x = tl.load(x_ptr + i, mask=mask, other=1.0)
     y2 = x
-    if FUNCTION == "exp":
-        y = exp(x)
-    elif FUNCTION == "exp_short":  # the noise factor at the default cap, without unit_mean
-        y = noise_factor(x, 0.701, False)
+    if FUNCTION == "noise_factor":  # 2^x: x is log n in powers of 2
+        y = noise_factor(x)
     elif FUNCTION == "sigmoid":
         y, y2 = sigmoid_pair(x)
     elif FUNCTION == "log":
         y = log(x)
-    elif FUNCTION == "sqrt_of_normal":
-        y = sqrt_of_normal(x)
+    elif FUNCTION == "minus_sqrt_of_normal":
+        y = minus_sqrt_of_normal(x)
     elif FUNCTION == "minus_two_log_uniform":
         y = minus_two_log_uniform(x)
+    elif FUNCTION == "minus_two_log_uniform_log2":
+        y = minus_two_log_uniform(x, False)
     else:  # "sincos_2pi": x is the mantissa m = 1 + k 2^-23
         y, y2 = sincos_2pi_from_mantissa(x)
     tl.store(out_ptr + i, y, mask=mask)
@@ -148,10 +178,8 @@ def _rel(got, want):
 @gpu
 def test_each_approximation_within_its_bound_on_the_gpu():
     n = 1 << 22
-    x, y, _ = _run("exp", torch.linspace(-87.0, 88.5, n))
-    assert _rel(y, x.exp()) <= BOUNDS["exp"][1]
-    x, y, _ = _run("exp_short", torch.linspace(-7.0, 7.0, n))
-    assert _rel(y, x.exp()) <= BOUNDS["exp_short"][1]
+    x, y, _ = _run("noise_factor", torch.linspace(-125.0, 127.5, n))
+    assert _rel(y, torch.exp2(x)) <= BOUNDS["ex2"][1]
     x, s, one_minus_s = _run("sigmoid", torch.linspace(-86.0, 86.0, n))
     assert _rel(s, torch.sigmoid(x)) <= BOUNDS["sigmoid"][1]
     assert _rel(one_minus_s, torch.sigmoid(-x)) <= BOUNDS["one_minus_sigmoid"][1]
@@ -159,16 +187,18 @@ def test_each_approximation_within_its_bound_on_the_gpu():
     near_one = (x >= 0.5) & (x <= 2.0)
     assert _rel(y[~near_one], x[~near_one].log()) <= BOUNDS["log"][1]
     assert (y[near_one] - x[near_one].log()).abs().max().item() <= LOG_ABS_BOUND
-    x, y, _ = _run("sqrt_of_normal", torch.linspace(2.0**-24, 34.0, n))
-    assert _rel(y, x.sqrt()) <= BOUNDS["sqrt_of_normal"][1]
+    x, y, _ = _run("minus_sqrt_of_normal", torch.linspace(2.0**-24, 72.0, n))
+    assert _rel(y, -x.sqrt()) <= BOUNDS["sqrt_of_normal"][1]
     # every uniform of the stream: u = k 2^-23 + 2^-24, exact in float32
     k = torch.arange(1 << 23, dtype=torch.float64)
     u = k * 2.0**-23 + 2.0**-24
     _, y, _ = _run("minus_two_log_uniform", u)
     assert _rel(y, -2.0 * u.log()) <= BOUNDS["minus_two_log_uniform"][1]
-    _, sin_t, cos_t = _run("sincos_2pi", 1.0 + k * 2.0**-23)
-    assert (sin_t - torch.sin(2 * torch.pi * u)).abs().max().item() <= BOUNDS["sin_2pi"][1]
-    assert (cos_t - torch.cos(2 * torch.pi * u)).abs().max().item() <= BOUNDS["cos_2pi"][1]
+    _, y, _ = _run("minus_two_log_uniform_log2", u)
+    assert _rel(y, -2.0 * u.log() * LOG2E_SQUARED) <= BOUNDS["minus_two_log_uniform_log2"][1]
+    _, minus_sin, minus_cos = _run("sincos_2pi", 1.0 + k * 2.0**-23)
+    assert (minus_sin + torch.sin(2 * torch.pi * u)).abs().max().item() <= BOUNDS["sin_2pi"][1]
+    assert (minus_cos + torch.cos(2 * torch.pi * u)).abs().max().item() <= BOUNDS["cos_2pi"][1]
 
 
 @pytest.mark.cuda

@@ -30,41 +30,35 @@ __device__ __forceinline__ uint64_t read_seed(const SeedRef& seed) {
   return seed.device != nullptr ? static_cast<uint64_t>(*seed.device) : seed.host;
 }
 
-// eps of the V elements of step `step` (V / 4 Philox groups); zeros when no noise is applied.
-template <int V>
+// eps of the V elements of step `step` (V / 4 Philox groups), in the unit the element functions
+// of compute type S take (kNoiseInLog2); zeros when no noise is applied.
+template <class S, int V>
 __device__ __forceinline__ void step_noise(int64_t step, const StreamKey& key, bool apply,
                                            float (&eps)[V]) {
 #pragma unroll
   for (int j = 0; j < V / 4; ++j) {
     if (apply) {
       const uint64_t group = static_cast<uint64_t>(step) * (V / 4) + j;
-      noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key, &eps[4 * j]);
+      noise_group<kNoiseInLog2<S>>(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32),
+                                   key, &eps[4 * j]);
     } else {
       eps[4 * j] = eps[4 * j + 1] = eps[4 * j + 2] = eps[4 * j + 3] = 0.0f;
     }
   }
 }
 
-// f(q) with q = p and q.apply_noise, q.short_noise constants the compiler sees: the step is
-// compiled without noise, with short noise (the path docs/performance.md counts) and with long
-// noise, each free of the per-element tests of the flags (double: no short noise, whose exp is
-// float's).
+// f(q) with q = p and q.apply_noise a constant the compiler sees: the step is compiled with
+// and without noise, each free of the per-element tests of the flag.
 template <class S, class F>
 __device__ __forceinline__ void with_noise_known(const Params<S>& p, F&& f) {
   Params<S> q = p;
-  q.short_noise = false;
-  if (!p.apply_noise) {
+  if (p.apply_noise) {
+    q.apply_noise = true;
+    f(q);
+  } else {
     q.apply_noise = false;
-    return f(q);
+    f(q);
   }
-  q.apply_noise = true;
-  if constexpr (std::is_same<S, float>::value) {
-    if (p.short_noise) {
-      q.short_noise = true;
-      return f(q);
-    }
-  }
-  f(q);
 }
 
 // f(whole) with whole a constant the compiler sees: the step is compiled once as one vector
@@ -197,7 +191,7 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks<T>)
       with_whole_known<T>(sample.whole(step), [&](const bool whole) INFODROP_INLINE_LAMBDA {
       const int64_t i0 = step * V;
       float eps[V];
-      step_noise(step, key, p.apply_noise, eps);
+      step_noise<S>(step, key, p.apply_noise, eps);
       S xv[V], lv[V], zv[V];
       load_step(x, i0, whole, sample, xv);
       load_step(logit, i0, whole, sample, lv);
@@ -233,7 +227,7 @@ __global__ void __launch_bounds__(kThreads)
       with_whole_known<T>(sample.whole(step), [&](const bool whole) INFODROP_INLINE_LAMBDA {
       const int64_t i0 = step * V;
       float eps[V];
-      step_noise(step, key, p.apply_noise, eps);
+      step_noise<S>(step, key, p.apply_noise, eps);
       S gzv[V], xv[V], lv[V], gxv[V], glv[V], dmuv[V], dsigmav[V];
       load_step(grad_z, i0, whole, sample, gzv);
       load_step(x, i0, whole, sample, xv);
@@ -348,7 +342,7 @@ enum class Groups { AtRunTime, Aligned, Straddling };
 // channel c0 + w starts at first + w * S.  Where the channels start Philox groups (S % 4 == 0:
 // `G` Aligned, or `groups_aligned` at run time), one group per channel; else the two groups its
 // 4 elements straddle.
-template <int W, Groups G>
+template <class S, int W, Groups G>
 __device__ __forceinline__ void tile_noise(uint64_t first, int64_t positions, bool groups_aligned,
                                            const StreamKey& key, bool apply, float (&eps)[4 * W]) {
   const bool aligned = G == Groups::Aligned || (G == Groups::AtRunTime && groups_aligned);
@@ -359,13 +353,13 @@ __device__ __forceinline__ void tile_noise(uint64_t first, int64_t positions, bo
     if (!apply) {
       eps[4 * w] = eps[4 * w + 1] = eps[4 * w + 2] = eps[4 * w + 3] = 0.0f;
     } else if (aligned) {
-      noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key,
+      noise_group<kNoiseInLog2<S>>(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key,
                   &eps[4 * w]);
     } else {
       float a[4], b[4], e[4];
-      noise_group(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key, a);
+      noise_group<kNoiseInLog2<S>>(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key, a);
       const uint64_t next = group + 1;
-      noise_group(static_cast<uint32_t>(next), static_cast<uint32_t>(next >> 32), key, b);
+      noise_group<kNoiseInLog2<S>>(static_cast<uint32_t>(next), static_cast<uint32_t>(next >> 32), key, b);
       pick_lanes(a, b, static_cast<unsigned>(i0 & 3), e);
 #pragma unroll
       for (int k = 0; k < 4; ++k) eps[4 * w + k] = e[k];
@@ -470,7 +464,7 @@ __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
         const int64_t at = base + tile.row;
         const bool whole = G == Groups::Aligned || tile.whole();
         float eps[N];
-        tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions,
+        tile_noise<S, W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions,
                          groups_aligned, key, p.apply_noise, eps);
         S xv[N], lv[N], zv[N];
         load_tile<W>(x + at, shape.channels, whole, tile.valid, xv);
@@ -507,7 +501,7 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t at = base + tile.row;
         const bool whole = G == Groups::Aligned || tile.whole();
         float eps[N];
-        tile_noise<W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions,
+        tile_noise<S, W, G>(static_cast<uint64_t>(base + tile.logical), shape.positions,
                          groups_aligned, key, p.apply_noise, eps);
         S gzv[N], xv[N], lv[N], gxv[N], glv[N], dmuv[N], dsigmav[N];
         load_tile<W>(grad_z + at, shape.channels, whole, tile.valid, gzv);

@@ -47,25 +47,11 @@ constexpr float kLog2e = 1.44269504088896341f;
 
 // ---- exp -------------------------------------------------------------------------------------
 
-// exp(x) = 2^a * e^r with a = fl(x log2 e) and r = x - a ln 2 (one FMA, |r| <= |x| 2^-24), so
-// the rounding of x log2 e, which alone would cost |x| 2^-24 relative (2^-17.6 at |x| = 86),
-// is undone to first order.  Relative error <= 2^-22 (ex2) + |x| 2.8e-9 (kLn2) + 2 x 2^-24
-// (1 + r, the product), i.e. <= 2^-20.6 for |x| <= 88.7; +inf above that and 0 below -87.3
-// (flushed where IEEE has a subnormal).  The factor (1 + r) is a separate add so that e^x = inf stays inf (inf * r + inf
-// would be NaN for r < 0).
-__device__ __forceinline__ float exp(float x) {
-  const float a = x * kLog2e;
-  const float r = __fmaf_rn(a, -kLn2, x);
-  return ex2(a) * (1.0f + r);
-}
-
-// exp(x) for |x| <= 7 (the noise factor for the usual caps, elementwise.h short_noise) as 2^a
-// alone, a = fl(x log2 e): a's rounding and kLog2e's (2^-26.2) cost |x| 2^-23.7 relative,
-// 2^-20.9 at |x| = 7, which with ex2's 2^-22 is <= 2^-20.3 (the spec allows 2^-20).  Two
-// instructions where exp takes five.  inf and 0 at no |x| <= 7.
-__device__ __forceinline__ float exp_short(float x) { return ex2(x * kLog2e); }
-
-// The same for |x| <= 86, where 2^a is finite: one FMA for the correction.  <= 2^-20.8 relative.
+// exp(x) for |x| <= 86 (the sigmoid's), where 2^a is finite: 2^a e^r = 2^a (1 + r) by one FMA,
+// a = fl(x log2 e) and r = x - a ln 2 (one FMA, |r| <= |x| 2^-24), so the rounding of x log2 e,
+// which alone would cost |x| 2^-24 relative (2^-17.6 at |x| = 86), is undone to first order.
+// Relative error <= 2^-22 (ex2) + |x| 2.8e-9 (kLn2) + 2^-24 (the FMA) <= 2^-20.8.  (The noise
+// factor needs no such correction: its exponent comes in powers of 2, elementwise.h.)
 __device__ __forceinline__ float exp_finite(float x) {
   const float a = x * kLog2e;
   const float r = __fmaf_rn(a, -kLn2, x);
@@ -101,25 +87,38 @@ __device__ __forceinline__ float mantissa_from_bits(uint32_t bits) {
   return as_float((bits >> 9) | 0x3f800000u);
 }
 
-// -2 log u for the stream's uniforms u in [2^-24, 1 - 2^-24], relative error <= 2^-20.9.  Where
-// u <= 0.7, |log2 u| >= 0.51 and lg2's 2^-22 absolute is 2^-21.04 relative (2^-20.9 with the
-// product's rounding).  Above, where it
-// would not be (log u -> 0 as u -> 1, and the radius sqrt(-2 log u) with it), -2 log u =
-// 2 v P(v) with v = 1 - u, which is exact in this stream: P(v) ~ -log(1 - v) / v, degree 5,
-// fitted on [0, 0.3] for relative error (2^-22.8 fit, 2^-21.9 evaluated in float32; exhaustive
-// over the stream's v in tests/test_device_math.py).
+// (log2 e)^2, by which kLog2 scales -2 log u below (so that the radius and eps come out times
+// log2 e: the kernels' noise in powers of 2, elementwise.h kNoiseInLog2)
+constexpr double kLog2eSquared = 2.0813689810056077;
+
+// -2 log u for the stream's uniforms u in [2^-24, 1 - 2^-24], times (log2 e)^2 where kLog2 (its
+// constants scaled, each rounded once: 2^-24 more), relative error <= 2^-20.9 (2^-20.8 where
+// kLog2).  Where u <= 0.7, |log2 u| >= 0.51 and lg2's 2^-22 absolute is 2^-21.04 relative
+// (2^-20.9 with the product's rounding).  Above, where it would not be (log u -> 0 as u -> 1,
+// and the radius sqrt(-2 log u) with it), -2 log u = 2 v P(v) with v = 1 - u, which is exact in
+// this stream: P(v) ~ -log(1 - v) / v, degree 5, fitted on [0, 0.3] for relative error (2^-22.8
+// fit, 2^-21.9 evaluated in float32; exhaustive over the stream's v in tests/test_device_math.py).
+template <bool kLog2 = false>
 __device__ __forceinline__ float minus_two_log_uniform(float u) {
+  // c, or c (log2 e)^2 rounded once
+  constexpr auto scaled = [](float c) { return kLog2 ? static_cast<float>(c * kLog2eSquared) : c; };
+  constexpr float c5 = scaled(0.7997335791587830f), c4 = scaled(0.2133045196533203f),
+                  c3 = scaled(0.5316225886344910f), c2 = scaled(0.6643252372741699f),
+                  c1 = scaled(1.0000623464584351f), c0 = scaled(1.9999997615814209f);
   const float v = 1.0f - u;  // exact: u is an odd multiple of 2^-24 below 1
-  float p = 0.7997335791587830f;
-  p = __fmaf_rn(p, v, 0.2133045196533203f);
-  p = __fmaf_rn(p, v, 0.5316225886344910f);
-  p = __fmaf_rn(p, v, 0.6643252372741699f);
-  p = __fmaf_rn(p, v, 1.0000623464584351f);
-  p = __fmaf_rn(p, v, 1.9999997615814209f);
-  return v > 0.3f ? lg2(u) * (-2.0f * kLn2) : v * p;
+  float p = c5;
+  p = __fmaf_rn(p, v, c4);
+  p = __fmaf_rn(p, v, c3);
+  p = __fmaf_rn(p, v, c2);
+  p = __fmaf_rn(p, v, c1);
+  p = __fmaf_rn(p, v, c0);
+  // -2 ln 2 (exact: kLn2 doubled), or -2 ln 2 (log2 e)^2 = -2 log2 e rounded once
+  constexpr float to_log = kLog2 ? static_cast<float>(-2.0 * 1.4426950408889634) : -2.0f * kLn2;
+  return v > 0.3f ? lg2(u) * to_log : v * p;
 }
 
-// sqrt of x in [2^-24, 34] (the radius): x rsqrt(x), relative error <= 2^-22 + 2^-24 = 2^-21.7.
+// sqrt of x in [2^-24, 72] (the radius, or the radius times log2 e): x rsqrt(x), relative error
+// <= 2^-22 + 2^-24 = 2^-21.7.
 __device__ __forceinline__ float sqrt_of_normal(float x) { return x * rsqrt(x); }
 
 // sin(2 pi u) and cos(2 pi u) for u = m - (1 - 2^-24), m = mantissa_from_bits(bits): the angle
@@ -134,11 +133,13 @@ __device__ __forceinline__ void sincos_2pi_from_mantissa(float m, float& sin_out
 }
 
 // Box-Muller on one pair of Philox words, as elementwise.h's box_muller: eps = sqrt(-2 log u1)
-// times cos and sin of 2 pi u2.  Absolute error <= |eps| 2^-20.7 + sqrt(-2 log u1) 2^-20.6.
+// times cos and sin of 2 pi u2 (times log2 e where kLog2).  Absolute error <= |eps| 2^-20.7 +
+// sqrt(-2 log u1) 2^-20.6 (where kLog2, of eps log2 e: |eps log2 e| 2^-20.6 + ...).
+template <bool kLog2 = false>
 __device__ __forceinline__ void box_muller(uint32_t a, uint32_t b, float& eps_even,
                                            float& eps_odd) {
   const float u = mantissa_from_bits(a) - 0.99999994039535522f;  // exact, 1 - 2^-24
-  const float rad = sqrt_of_normal(minus_two_log_uniform(u));
+  const float rad = sqrt_of_normal(minus_two_log_uniform<kLog2>(u));
   float sin_t, cos_t;
   sincos_2pi_from_mantissa(mantissa_from_bits(b), sin_t, cos_t);
   eps_even = rad * cos_t;

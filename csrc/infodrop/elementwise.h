@@ -15,12 +15,6 @@
 namespace infodrop {
 
 constexpr double kXFloor = 1e-4;  // floor of x inside log x (the authors' code)
-// Above |eps| of the noise stream: Box-Muller's radius sqrt(-2 log u) for the least uniform
-// u = 2^-24 is 5.7683 (the device math's within 2^-20 of it).
-constexpr double kMaxAbsEps = 5.77;
-// The noise factor's exponent up to which the CUDA kernels' exp needs no correction of its
-// argument's rounding (device_math.h exp_short).
-constexpr double kShortNoise = 7.0;
 
 enum class Prior : int { LogUniform = 0, LogNormal = 1 };
 
@@ -32,9 +26,6 @@ struct Params {
   S mu, half_inv_sigma2, inv_sigma2, log_sigma, inv_sigma, inv_sigma3;
   Prior prior;
   bool mask_inactive, unit_mean, apply_noise;
-  // |log n| = |alpha eps (- alpha^2 / 2)| <= kShortNoise for every eps of the stream (|eps| <
-  // kMaxAbsEps): the cap <= 1.10 (1.21 without unit_mean), as the authors' 0.7 and 1.0
-  bool short_noise;
 
   INFODROP_HD void set_options(S max_alpha_, S alpha_min_, Prior prior_, bool mask_inactive_,
                                bool unit_mean_, bool apply_noise_) {
@@ -46,7 +37,6 @@ struct Params {
     mask_inactive = mask_inactive_;
     unit_mean = unit_mean_;
     apply_noise = apply_noise_;
-    short_noise = cap * S(kMaxAbsEps) + (unit_mean_ ? S(0.5) * cap * cap : S(0)) <= S(kShortNoise);
   }
   // mu and sigma may live in device memory (learned parameters), so a kernel sets them itself.
   INFODROP_HD void set_prior(S mu_, S sigma_) {
@@ -68,12 +58,17 @@ INFODROP_HD auto uniform_from_bits(U r) {
   return signed_to_float(r >> 9) * F(1.0f / 8388608.0f) + F(1.0f / 16777216.0f);
 }
 
-// Box-Muller on one pair of Philox words: eps for the even lane (cos) and the odd lane (sin).
-template <class U, class F>
+// Box-Muller on one pair of Philox words: eps for the even lane (cos) and the odd lane (sin);
+// eps log2 e where kLog2 (CUDA threads only: the kernels' noise in powers of 2, kNoiseInLog2).
+template <bool kLog2 = false, class U, class F>
 INFODROP_HD void box_muller(U a, U b, F& eps_even, F& eps_odd) {
 #if defined(__CUDA_ARCH__)
   // the same values within docs/spec.md's 2^-20 on the special-function unit (device_math.h)
-  if constexpr (std::is_same<F, float>::value) return device::box_muller(a, b, eps_even, eps_odd);
+  if constexpr (std::is_same<F, float>::value)
+    return device::box_muller<kLog2>(a, b, eps_even, eps_odd);
+#endif
+#if !defined(__CUDACC__)  // (nvcc's host pass compiles the kernels' instances, never run there)
+  static_assert(!kLog2, "eps in powers of 2 is the CUDA kernels' (device_math.h)");
 #endif
   const F rad = sqrt_(F(-2.0f) * log_of_normal(uniform_from_bits(a)));
   F sin_t, cos_t;
@@ -90,15 +85,23 @@ struct StreamKey {
         offset_lo(static_cast<uint32_t>(offset)), offset_hi(static_cast<uint32_t>(offset >> 32)) {}
 };
 
-// eps of the four elements 4g .. 4g + 3 of group g = (group_lo, group_hi); U may hold a vector
-// of consecutive groups, one per lane (only the low 32 bits of group_lo's lanes are read).
-template <class U, class F>
+// eps of the four elements 4g .. 4g + 3 of group g = (group_lo, group_hi) (times log2 e where
+// kLog2: box_muller); U may hold a vector of consecutive groups, one per lane (only the low 32
+// bits of group_lo's lanes are read).
+template <bool kLog2 = false, class U, class F>
 INFODROP_HD void noise_group(U group_lo, U group_hi, const StreamKey& key, F eps[4]) {
   const Philox4<U> r = philox4x32_10(group_lo, group_hi, U(key.offset_lo), U(key.offset_hi),
                                      key.seed_lo, key.seed_hi);
-  box_muller(low_words(r.r0), low_words(r.r1), eps[0], eps[1]);
-  box_muller(low_words(r.r2), low_words(r.r3), eps[2], eps[3]);
+  box_muller<kLog2>(low_words(r.r0), low_words(r.r1), eps[0], eps[1]);
+  box_muller<kLog2>(low_words(r.r2), low_words(r.r3), eps[2], eps[3]);
 }
+
+// Whether the CUDA kernels of compute type S hand their element functions eps log2 e in place of
+// eps (float: the special-function path's noise factor is then 2^(alpha eps log2 e ...) with no
+// multiply by log2 e, one instruction per element; DeviceMath takes it so, and the IEEE path
+// of an element outside its range converts it back, forward_element / backward_element).
+template <class S>
+constexpr bool kNoiseInLog2 = std::is_same<S, float>::value;
 
 // eps of one element; a whole group is computed and one lane kept (for ragged edges).
 INFODROP_HD float noise_at(uint64_t index, const StreamKey& key) {
@@ -176,17 +179,10 @@ struct DeviceMath {
   __device__ void sigmoid(float x, float& s, float& one_minus_s) {
     device::sigmoid(x, s, one_minus_s);
   }
-  __device__ float exp(float x) { return device::exp(x); }
   __device__ float log(float x) { return device::log(x); }
   __device__ float log_minus(float x, float m) { return device::log_minus(x, m); }
   __device__ float inverse(float alpha) { return device::rcp(alpha); }
 };
-
-// The noise factor n = e^log_noise on DeviceMath: without exp's correction where the options
-// keep |log_noise| <= kShortNoise (three instructions a call fewer).
-__device__ float noise_factor(DeviceMath&, float log_noise, const Params<float>& p) {
-  return p.short_noise ? device::exp_short(log_noise) : device::exp(log_noise);
-}
 
 // f(q) with q = p and q's prior, mask_inactive and unit_mean constants the compiler sees: the
 // device step is compiled once per combination, each free of the per-element selects and
@@ -286,11 +282,16 @@ INFODROP_HD E alpha_of(E s, const Params<S>& p) {
   return rn_add_mul(E(p.alpha_min), E(p.max_alpha), s);
 }
 
-// alpha eps, less alpha^2 / 2 with unit_mean: the log of the noise factor
-template <class E, class S>
-INFODROP_HD E log_noise_of(E alpha, E eps, const Params<S>& p) {
+// The unit of eps as a Math's element functions take it: 1, except DeviceMath's (log2 e: the
+// CUDA kernels' noise in powers of 2, kNoiseInLog2)
+template <class Math>
+constexpr double kEpsUnit = 1.0;
+
+// alpha eps, less alpha^2 / 2 with unit_mean: the log of the noise factor, in eps's unit
+template <class Math, class E, class S>
+INFODROP_HD E log_noise_of(Math&, E alpha, E eps, const Params<S>& p) {
   E log_noise = rn_mul(alpha, eps);
-  if (p.unit_mean) log_noise = rn_sub_mul(log_noise, E(S(0.5)) * alpha, alpha);
+  if (p.unit_mean) log_noise = rn_sub_mul(log_noise, E(S(0.5 * kEpsUnit<Math>)) * alpha, alpha);
   return log_noise;
 }
 
@@ -317,11 +318,31 @@ INFODROP_HD E log_x_minus_mu(Math& math, E x, const Params<S>& p) {
   return math.log_minus(select(x > E(S(kXFloor)), x, E(S(kXFloor))), E(p.mu));
 }
 
-// The noise factor n = e^log_noise (on DeviceMath: the overload above)
-template <class Math, class E, class S>
-INFODROP_HD E noise_factor(Math& math, E log_noise, const Params<S>&) {
+// The noise factor n = e^log_noise, and eps in natural units (DeviceMath's overloads below)
+template <class Math, class E>
+INFODROP_HD E noise_factor(Math& math, E log_noise) {
   return math.exp(log_noise);
 }
+template <class Math, class E>
+INFODROP_HD E natural_eps(Math&, E eps) {
+  return eps;
+}
+
+#if defined(__CUDA_ARCH__)
+// DeviceMath takes eps log2 e (kNoiseInLog2), so log_noise_of gives y = log n log2 e, and n is
+// one ex2: within 2^-22 of 2^y for the float y it is given, where e^x of a given x needs a
+// multiply by log2 e and an FMA to undo that multiply's rounding (device_math.h exp_finite).
+// The roundings that make y (of alpha eps log2 e, and of the scaled constants) are those that
+// made x = alpha eps before, one each.
+template <>
+constexpr double kEpsUnit<DeviceMath> = 1.4426950408889634;
+__device__ __forceinline__ float noise_factor(DeviceMath&, float log_noise_log2) {
+  return device::ex2(log_noise_log2);
+}
+__device__ __forceinline__ float natural_eps(DeviceMath&, float eps_log2) {
+  return __fmul_rn(eps_log2, device::kLn2);  // rounded here, as rn_mul: not fused into its use
+}
+#endif
 
 template <class E>
 struct ForwardOut {
@@ -341,7 +362,7 @@ INFODROP_HD NoisyOut<E> noisy_element_with(Math& math, E x, E logit, E eps, cons
   const E alpha = alpha_of(s, p);
   E z = x;
   if (p.apply_noise) {
-    z = x * noise_factor(math, log_noise_of(alpha, eps, p), p);
+    z = x * noise_factor(math, log_noise_of(math, alpha, eps, p));
   }
   return {z, alpha};
 }
@@ -394,10 +415,9 @@ template <class E, class S>
 INFODROP_HD ForwardOut<E> forward_element(E x, E logit, E eps, const Params<S>& p) {
 #if defined(__CUDA_ARCH__)
   if constexpr (std::is_same<E, float>::value) {
-    if (device_in_range(logit)) {
-      DeviceMath device;
-      return forward_element_with(device, x, logit, eps, p);
-    }
+    DeviceMath device;
+    if (device_in_range(logit)) return forward_element_with(device, x, logit, eps, p);
+    eps = natural_eps(device, eps);  // the kernels' eps is in DeviceMath's unit
   }
 #endif
   if constexpr (kHasInRangeMath<E>) {
@@ -425,8 +445,9 @@ INFODROP_HD BackwardOut<E> backward_element_with(Math& math, E grad_z, E grad_kl
   const E alpha = alpha_of(s, p);
   E grad_x = grad_z, grad_alpha = zero, n = E(S(1));
   if (p.apply_noise) {
-    n = noise_factor(math, log_noise_of(alpha, eps, p), p);
-    const E dlog_noise = p.unit_mean ? eps - alpha : eps;  // d log n / d alpha
+    n = noise_factor(math, log_noise_of(math, alpha, eps, p));
+    const E natural = natural_eps(math, eps);
+    const E dlog_noise = p.unit_mean ? natural - alpha : natural;  // d log n / d alpha
     grad_x = rn_mul(grad_z, n);
     grad_alpha = rn_mul(grad_z * x * n, dlog_noise);
   }
@@ -458,10 +479,9 @@ INFODROP_HD BackwardOut<E> backward_element(E grad_z, E grad_kl, E x, E logit, E
                                             const Params<S>& p) {
 #if defined(__CUDA_ARCH__)
   if constexpr (std::is_same<E, float>::value) {
-    if (device_in_range(logit)) {
-      DeviceMath device;
-      return backward_element_with(device, grad_z, grad_kl, x, logit, eps, p);
-    }
+    DeviceMath device;
+    if (device_in_range(logit)) return backward_element_with(device, grad_z, grad_kl, x, logit, eps, p);
+    eps = natural_eps(device, eps);  // the kernels' eps is in DeviceMath's unit
   }
 #endif
   if constexpr (kHasInRangeMath<E>) {

@@ -11,20 +11,19 @@ log of Box-Muller), which the CPU numerics tests check.  float64 values always t
 functions (the PTX instructions are float32 only).
 """
 
+import numpy as np
 import triton
 import triton.language as tl
 from triton import knobs
-
-from .. import _spec
 
 # True when @triton.jit compiles for a GPU (the decision it takes when it decorates, from the
 # same setting): under TRITON_INTERPRET=1 it makes interpreter functions, which run on the CPU.
 MUFU = tl.constexpr(not knobs.runtime.interpret)
 
 LN2 = tl.constexpr(0.693147182464599609375)  # ln 2 rounded to float32 (device_math.h kLn2)
-MAX_ABS_EPS = tl.constexpr(_spec.MAX_ABS_EPS)
-SHORT_NOISE = tl.constexpr(_spec.SHORT_NOISE)
 LOG2E = tl.constexpr(1.44269504088896341)
+HALF_LOG2E = tl.constexpr(0.5 * 1.4426950408889634)  # alpha^2 / 2 in powers of 2
+TWO_LOG2E = tl.constexpr(float(np.float32(2.0 * 1.4426950408889634)))  # -2 ln 2 (log2 e)^2
 TWO_PI = tl.constexpr(6.28318530717958647692)
 # 2 pi 2^-24: float32(2 pi) scaled by a power of two, as device_math.h's kTwoPi * 2^-24
 TWO_PI_HALF_ULP = tl.constexpr(6.28318530717958647692 * 5.9604644775390625e-8)
@@ -36,6 +35,12 @@ ONE_MINUS_HALF_ULP = tl.constexpr(0.99999994039535522)  # 1 - 2^-24, exact in fl
 LOG_UNIFORM_POLY = (0.7997335791587830, 0.2133045196533203, 0.5316225886344910,
                     0.6643252372741699, 1.0000623464584351, 1.9999997615814209)
 P5, P4, P3, P2, P1, P0 = (tl.constexpr(c) for c in LOG_UNIFORM_POLY)
+# The same times (log2 e)^2, each float32 coefficient scaled in double and rounded once, as
+# device_math.h's `scaled` (the noise in powers of 2: noise_tile's NATURAL false)
+LOG2E_SQUARED = 2.0813689810056077
+LOG_UNIFORM_POLY_LOG2 = tuple(float(np.float32(float(np.float32(c)) * LOG2E_SQUARED))
+                              for c in LOG_UNIFORM_POLY)
+Q5, Q4, Q3, Q2, Q1, Q0 = (tl.constexpr(c) for c in LOG_UNIFORM_POLY_LOG2)
 
 
 # ---- the instructions (device_math.h states each one's bound) --------------------------------
@@ -78,31 +83,39 @@ def cos(x):
 
 # ---- the functions of the kernels ------------------------------------------------------------
 
-@triton.jit
-def exp(x):
-    """device_math.h exp: 2^a (1 + r), a = x log2 e, r = x - a ln 2 (the rounding of a undone
-    to first order); relative error <= 2^-20.6 for |x| <= 88.7, inf above, 0 below -87.3."""
-    if MUFU and x.dtype == tl.float32:
-        a = x * LOG2E
-        r = tl.fma(a, -LN2, x)
-        return ex2(a) * (1.0 + r)
-    else:
-        return tl.exp(x)
-
+# The noise in powers of 2 (device_math.h box_muller<true>, elementwise.h kNoiseInLog2): where
+# MUFU computes float32, eps comes as eps log2 e, so that the noise factor is one ex2 of
+# alpha eps log2 e (- alpha^2 log2 e / 2), no multiply by log2 e and no exp correction.
 
 @triton.jit
-def noise_factor(log_noise, CAP: tl.constexpr, UNIT_MEAN: tl.constexpr):
-    """n = e^log_noise, log_noise = alpha eps (- alpha^2 / 2 with UNIT_MEAN), alpha <= CAP: as
-    device_math.h exp_short, 2^a alone (2 instructions where exp takes 5; <= 2^-20.3 relative),
-    where |log_noise| <= SHORT_NOISE for every eps of the stream (elementwise.h short_noise),
-    else exp."""
-    if MUFU and log_noise.dtype == tl.float32:
-        if CAP * MAX_ABS_EPS + (0.5 * CAP * CAP) * UNIT_MEAN <= SHORT_NOISE:
-            return ex2(log_noise * LOG2E)
+def log_noise_of(alpha, eps, UNIT_MEAN: tl.constexpr):
+    """alpha eps (- alpha^2 / 2): log n, in eps's unit (log2 e where MUFU computes float32)."""
+    log_noise = alpha * eps
+    if UNIT_MEAN:
+        if MUFU and alpha.dtype == tl.float32:
+            log_noise = log_noise - (HALF_LOG2E * alpha) * alpha
         else:
-            return exp(log_noise)
+            log_noise = log_noise - 0.5 * alpha * alpha
+    return log_noise
+
+
+@triton.jit
+def noise_factor(log_noise):
+    """n = e^log n from log_noise_of: 2^(log n log2 e) by one ex2 (within 2^-22 of 2^y for the
+    float y it is given) where MUFU computes float32."""
+    if MUFU and log_noise.dtype == tl.float32:
+        return ex2(log_noise)
     else:
         return tl.exp(log_noise)
+
+
+@triton.jit
+def natural_eps(eps):
+    """eps in natural units (the backward's d log n / d alpha)."""
+    if MUFU and eps.dtype == tl.float32:
+        return eps * LN2
+    else:
+        return eps
 
 
 @triton.jit
@@ -191,43 +204,58 @@ def mantissa_from_bits(bits):
 
 
 @triton.jit
-def minus_two_log_uniform(u):
-    """device_math.h minus_two_log_uniform: -2 log u for the stream's uniforms, relative error
-    <= 2^-20.9: lg2 where u <= 0.7, 2 v P(v) with v = 1 - u (exact) above."""
+def minus_two_log_uniform(u, NATURAL: tl.constexpr = True):
+    """device_math.h minus_two_log_uniform: -2 log u for the stream's uniforms (times (log2 e)^2
+    unless NATURAL), relative error <= 2^-20.9 (2^-20.8): lg2 where u <= 0.7, 2 v P(v) with
+    v = 1 - u (exact) above."""
     v = 1.0 - u
-    p = tl.fma(v, P5, P4)
-    p = tl.fma(p, v, P3)
-    p = tl.fma(p, v, P2)
-    p = tl.fma(p, v, P1)
-    p = tl.fma(p, v, P0)
-    return tl.where(v > 0.3, lg2(u) * (-2.0 * LN2), v * p)
+    if NATURAL:
+        p = tl.fma(v, P5, P4)
+        p = tl.fma(p, v, P3)
+        p = tl.fma(p, v, P2)
+        p = tl.fma(p, v, P1)
+        p = tl.fma(p, v, P0)
+        to_log = -2.0 * LN2
+    else:
+        p = tl.fma(v, Q5, Q4)
+        p = tl.fma(p, v, Q3)
+        p = tl.fma(p, v, Q2)
+        p = tl.fma(p, v, Q1)
+        p = tl.fma(p, v, Q0)
+        to_log = -TWO_LOG2E
+    return tl.where(v > 0.3, lg2(u) * to_log, v * p)
 
 
 @triton.jit
-def sqrt_of_normal(x):
-    """device_math.h sqrt_of_normal: x rsqrt(x) for x in [2^-24, 34], <= 2^-21.7 relative."""
-    return x * rsqrt(x)
+def minus_sqrt_of_normal(x):
+    """device_math.h sqrt_of_normal, negated: (-x) rsqrt(x) for x in [2^-24, 72], <= 2^-21.7
+    relative.  Box-Muller's radius carries the sign flip of its angle's shift by pi (below):
+    a multiply takes the sign for free, where on eps (after noise_tile's lane selects) it cost
+    one instruction per element once no multiply by log2 e followed (triton 3.8, sm_90)."""
+    return (-x) * rsqrt(x)
 
 
 @triton.jit
 def sincos_2pi_from_mantissa(m):
-    """device_math.h sincos_2pi_from_mantissa: sin and cos of 2 pi u, u = m - (1 - 2^-24), as
-    -sin and -cos of 2 pi ((m - 1.5) + 2^-24) in [-pi, pi]; <= 2^-20.6 absolute."""
+    """device_math.h sincos_2pi_from_mantissa, without its sign flips: -sin and -cos of 2 pi u,
+    u = m - (1 - 2^-24), as sin and cos of 2 pi ((m - 1.5) + 2^-24) in [-pi, pi]; <= 2^-20.6
+    absolute."""
     angle = tl.fma(m - 1.5, TWO_PI, TWO_PI_HALF_ULP)
-    return -sin(angle), -cos(angle)
+    return sin(angle), cos(angle)
 
 
 @triton.jit
-def box_muller(a, b):
+def box_muller(a, b, NATURAL: tl.constexpr = True):
     """eps of the even and odd element of one pair of Philox words (docs/spec.md section 3):
     sqrt(-2 log u1) times cos and sin of 2 pi u2.  MUFU: device_math.h box_muller, absolute
     error <= |eps| 2^-20.7 + sqrt(-2 log u1) 2^-20.6: the radius as x rsqrt(x), the angle
     2 pi (u2 - 1/2) in [-pi, pi], where sin.approx and cos.approx have their bounds, both signs
-    flipped for the shift by pi."""
+    flipped for the shift by pi; eps log2 e unless NATURAL (log_noise_of)."""
     if MUFU:
-        rad = sqrt_of_normal(minus_two_log_uniform(mantissa_from_bits(a) - ONE_MINUS_HALF_ULP))
-        sin_t, cos_t = sincos_2pi_from_mantissa(mantissa_from_bits(b))
-        return rad * cos_t, rad * sin_t
+        minus_rad = minus_sqrt_of_normal(
+            minus_two_log_uniform(mantissa_from_bits(a) - ONE_MINUS_HALF_ULP, NATURAL))
+        minus_sin_t, minus_cos_t = sincos_2pi_from_mantissa(mantissa_from_bits(b))
+        return minus_rad * minus_cos_t, minus_rad * minus_sin_t
     else:
         rad = tl.sqrt_rn(-2.0 * log_normal_f32(uniform(a)))
         # 2 pi u reduced to [-pi, pi) exactly (u - 1 is exact for u >= 1/2): sin and cos are

@@ -24,7 +24,15 @@ import triton
 import triton.language as tl
 
 from .. import _spec
-from .device_math import box_muller, log, log_uniform_kl, noise_factor, sigmoid_pair
+from .device_math import (
+    box_muller,
+    log,
+    log_noise_of,
+    log_uniform_kl,
+    natural_eps,
+    noise_factor,
+    sigmoid_pair,
+)
 
 # The spec's constants (infodrop/_spec.py).  A @jit function may read a module global only
 # when it is a tl.constexpr *instance*: an annotated int (`PHILOX_M0: tl.constexpr = ...`) runs
@@ -54,8 +62,10 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
 
 
 @triton.jit
-def noise_tile(groups, lane, seed_ptr, offset_lo, offset_hi, CHANNELS_LAST: tl.constexpr):
-    """eps of the elements 4 g + lane of the int64 group indices g: `groups` is [G] for a
+def noise_tile(groups, lane, seed_ptr, offset_lo, offset_hi, CHANNELS_LAST: tl.constexpr,
+               NATURAL: tl.constexpr):
+    """eps of the elements 4 g + lane of the int64 group indices g (in powers of 2 on MUFU unless
+    NATURAL: the float32 kernels' noise, device_math.log_noise_of): `groups` is [G] for a
     channels-first tile ([G, 4] with `lane` [1, 4]), [K, C] for a channels-last one ([4, K, C],
     `lane` [4, 1, 1]).  One Philox call per group serves its four lanes; it runs on the
     unexpanded groups (an expanded [G, 1] tensor would be replicated across the lanes'
@@ -65,8 +75,8 @@ def noise_tile(groups, lane, seed_ptr, offset_lo, offset_hi, CHANNELS_LAST: tl.c
     r0, r1, r2, r3 = philox4x32_10(groups.to(tl.uint32), (groups >> 32).to(tl.uint32),
                                    zero + offset_lo.to(tl.uint32), zero + offset_hi.to(tl.uint32),
                                    seed.to(tl.uint32), (seed >> 32).to(tl.uint32))
-    e0, e1 = box_muller(r0, r1)
-    e2, e3 = box_muller(r2, r3)
+    e0, e1 = box_muller(r0, r1, NATURAL)
+    e2, e3 = box_muller(r2, r3, NATURAL)
     if CHANNELS_LAST:
         e0, e1, e2, e3 = e0[None, :, :], e1[None, :, :], e2[None, :, :], e3[None, :, :]
     else:
@@ -179,12 +189,9 @@ def forward_kernel(x_ptr, logit_ptr, z_ptr, kl_partials_ptr, seed_ptr, offset_lo
     alpha = ALPHA_MIN + MAX_ALPHA * s
     z = x
     if APPLY_NOISE:
-        eps = to_compute(noise_tile(groups, lane, seed_ptr, offset_lo, offset_hi, CHANNELS_LAST),
-                         FLOAT64)
-        log_noise = alpha * eps
-        if UNIT_MEAN:
-            log_noise = log_noise - 0.5 * alpha * alpha
-        z = x * noise_factor(log_noise, ALPHA_MIN + MAX_ALPHA, UNIT_MEAN)
+        eps = to_compute(noise_tile(groups, lane, seed_ptr, offset_lo, offset_hi, CHANNELS_LAST,
+                                    FLOAT64), FLOAT64)
+        z = x * noise_factor(log_noise_of(alpha, eps, UNIT_MEAN))
     if LOG_NORMAL:
         mu = to_compute(tl.load(mu_ptr), FLOAT64)
         sigma = to_compute(tl.load(sigma_ptr), FLOAT64)
@@ -223,14 +230,12 @@ def backward_kernel(grad_z_ptr, grad_kl_ptr, grad_kl_stride, x_ptr, logit_ptr, g
     grad_x = grad_z
     grad_alpha = tl.zeros_like(x)
     if APPLY_NOISE:
-        eps = to_compute(noise_tile(groups, lane, seed_ptr, offset_lo, offset_hi, CHANNELS_LAST),
-                         FLOAT64)
-        log_noise = alpha * eps
-        dlog_noise = eps  # d log n / d alpha
+        eps = to_compute(noise_tile(groups, lane, seed_ptr, offset_lo, offset_hi, CHANNELS_LAST,
+                                    FLOAT64), FLOAT64)
+        dlog_noise = natural_eps(eps)  # d log n / d alpha
         if UNIT_MEAN:
-            log_noise = log_noise - 0.5 * alpha * alpha
-            dlog_noise = eps - alpha
-        n = noise_factor(log_noise, ALPHA_MIN + MAX_ALPHA, UNIT_MEAN)
+            dlog_noise = dlog_noise - alpha
+        n = noise_factor(log_noise_of(alpha, eps, UNIT_MEAN))
         grad_x = grad_z * n
         grad_alpha = grad_z * x * n * dlog_noise
     inactive = x == 0
@@ -289,5 +294,6 @@ def noise_kernel(out_ptr, n, first_group, head, seed_ptr, offset_lo, offset_hi,
     """out[j] = eps at stream index 4 * first_group + head + j, j < n."""
     groups = first_group + tl.program_id(0).to(tl.int64) * GROUPS + tl.arange(0, GROUPS)
     j = (groups[:, None] - first_group) * 4 + tl.arange(0, 4)[None, :] - head
-    eps = noise_tile(groups, tl.arange(0, 4)[None, :], seed_ptr, offset_lo, offset_hi, False)
+    eps = noise_tile(groups, tl.arange(0, 4)[None, :], seed_ptr, offset_lo, offset_hi, False,
+                     True)
     tl.store(out_ptr + j, eps, mask=(j >= 0) & (j < n))
