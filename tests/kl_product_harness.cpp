@@ -56,13 +56,15 @@ int64_t run(std::mt19937& gen) {
       ++checked;
     }
   }
-  // a product just below the smallest normal float: subnormal, 2..20 bits lost
+  // a product just below the smallest normal float, of ratios each at least 2^-115 (as the
+  // kernels' range keeps them, sigmoid(-80) = 2^-115.4): subnormal, 2..20 bits lost
   for (int bits = 2; bits <= 20; ++bits) {
     draw(gen, 0, r);
-    r[0] = 1.0f;
     float rest = 1.0f;
-    for (int k = 1; k < V; ++k) rest *= r[k];
-    r[0] = std::ldexp(1.0f, -126 - bits) / rest * 1.37f;
+    for (int k = 2; k < V; ++k) rest *= r[k];
+    r[0] = std::ldexp(1.37f, -63);  // r[0] r[1] rest = 1.37 2^(-126 - bits)
+    r[1] = std::ldexp(1.0f, -63 - bits) / rest;
+    if (!(r[1] >= 0x1p-115f) || !(r[0] * r[1] * rest < 0x1p-126f)) return -1;
     if (!check("subnormal", r)) return -1;
     ++checked;
   }

@@ -157,7 +157,11 @@ def test_non_contiguous_inputs_use_logical_order(backend_device, layout):
     z, kl = infodrop.information_dropout(xs, ls, seed=SEED, backend=backend)
     z_c, kl_c = infodrop.information_dropout(x, logit, seed=SEED, backend=backend)
     torch.testing.assert_close(z, z_c, rtol=0, atol=0)
-    torch.testing.assert_close(kl, kl_c, rtol=0, atol=0)
+    # CUDA walks channels_last in place: its steps hold other elements than the contiguous
+    # ones, and each step's KL is one log of their product (csrc/infodrop/elementwise.h
+    # minus_log_of_product), so the sum is the same terms grouped otherwise
+    in_place_cuda = backend == "cuda" and layout == "channels_last"
+    torch.testing.assert_close(kl, kl_c, rtol=1e-5 if in_place_cuda else 0, atol=0)
     if layout == "channels_last":
         assert z.is_contiguous(memory_format=torch.channels_last)
 

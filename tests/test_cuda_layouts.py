@@ -29,10 +29,10 @@ def _ids(case):
     return "x".join(map(str, shape)) + ("-3d" if fmt == torch.channels_last_3d else "")
 
 
-def _forward_backward(x, logit, grad_z, grad_kl, prior):
+def _forward_backward(x, logit, grad_z, grad_kl, prior, backend="cuda"):
     x, logit = x.detach().requires_grad_(), logit.detach().requires_grad_()
     z, kl = infodrop.information_dropout(x, logit, prior=prior, mu=0.1, sigma=1.2, seed=SEED,
-                                         offset=OFFSET, backend="cuda")
+                                         offset=OFFSET, backend=backend)
     torch.autograd.backward((z, kl), (grad_z, grad_kl))
     return z, kl, x.grad, logit.grad
 
@@ -91,6 +91,12 @@ def test_logits_out_of_the_device_range_take_the_same_path_in_both_layouts(case,
     got = _forward_backward(lay(x), lay(logit), lay(grad_z), grad_kl, prior)
     for g, w in zip((got[0], got[2], got[3]), (want[0], want[2], want[3])):
         assert torch.equal(_bits(g), _bits(w))
+    # and right: the IEEE path takes eps back in natural units (the kernels draw eps log2 e for
+    # the special-function path, elementwise.h natural_eps), which the layouts share
+    cpu = _forward_backward(*(t.cpu() for t in (x, logit, grad_z, grad_kl)), prior, backend="cpu")
+    tolerance = 1e-12 if dtype == torch.float64 else 2e-5 if dtype == torch.float32 else 2e-2
+    for name, g, c in zip(("z", "kl", "grad_x", "grad_alpha_logit"), want, cpu):
+        torch.testing.assert_close(g.cpu(), c, rtol=tolerance, atol=tolerance, msg=name)
 
 
 @pytest.mark.parametrize("case", SHAPES[:3], ids=_ids)

@@ -65,8 +65,13 @@ def test_constants_and_polynomial_are_the_headers():
     assert squared == device_math.LOG2E_SQUARED == pytest.approx(math.log2(math.e) ** 2, rel=1e-16)
     assert "static_cast<float>(c * kLog2eSquared)" in body
     assert device_math.LOG_UNIFORM_POLY_LOG2 == tuple(_f32(_f32(c) * squared) for c in header_poly)
-    assert "static_cast<float>(-2.0 * 1.4426950408889634)" in body
-    assert device_math.TWO_LOG2E.value == _f32(2.0 * 1.4426950408889634)
+    log2e = float(re.search(r"static_cast<float>\(-2\.0 \* ([0-9.]+)\)", body).group(1))
+    assert log2e == pytest.approx(math.log2(math.e), rel=1e-16)
+    assert device_math.TWO_LOG2E.value == _f32(2.0 * log2e)
+    # the alpha^2 / 2 of the noise exponent in powers of 2 (elementwise.h kEpsUnit<DeviceMath>)
+    elementwise = (ROOT / "csrc" / "infodrop" / "elementwise.h").read_text()
+    unit = float(re.search(r"kEpsUnit<DeviceMath> = ([0-9.]+);", elementwise).group(1))
+    assert device_math.HALF_LOG2E.value == 0.5 * unit == 0.5 * log2e
     assert device_math.MUFU.value == (not INTERPRETED)
 
 

@@ -122,22 +122,6 @@ __device__ __forceinline__ void store_step(T* __restrict__ p, int64_t i0, bool w
   }
 }
 
-// sum += v[k] for the elements of the step that are in the sample, in order.  A whole step
-// branches once, not once per element: the compiler kept the per-element bounds check (64-bit
-// compares) on the whole steps when it was written as `whole || sample.has(i0 + k)`.
-template <int V, class S>
-__device__ __forceinline__ void add_step(S& sum, const S (&v)[V], int64_t i0, bool whole,
-                                         const SampleSteps<V>& sample) {
-  if (whole) {
-#pragma unroll
-    for (int k = 0; k < V; ++k) sum += v[k];
-  } else {
-#pragma unroll
-    for (int k = 0; k < V; ++k)
-      if (sample.has(i0 + k)) sum += v[k];
-  }
-}
-
 // The per-sample partial sums of a block (CUB block sums; the caller sums the blocks' partials
 // in a fixed order).  Each returns with the shared storage free for the next sample's sums.
 template <class S>
@@ -235,8 +219,9 @@ __global__ void __launch_bounds__(kThreads)
       backward_step(gzv, weight, xv, lv, eps, p, gxv, glv, dmuv, dsigmav);
       store_step(grad_x, i0, whole, sample, gxv);
       store_step(grad_logit, i0, whole, sample, glv);
-      add_step(dmu_sum, dmuv, i0, whole, sample);
-      add_step(dsigma_sum, dsigmav, i0, whole, sample);
+      const auto in_sample = [&](int k) INFODROP_INLINE_LAMBDA { return sample.has(i0 + k); };
+      dmu_sum += counted_sum(dmuv, whole, in_sample);
+      dsigma_sum += counted_sum(dsigmav, whole, in_sample);
       });
       });
     });
@@ -408,7 +393,7 @@ __device__ __forceinline__ void store_pack(T* __restrict__ p, const Pack<T, W>& 
 }
 
 // A whole tile stores (and sums) behind one branch, not one test per position: as with
-// add_step above, the compiler kept the per-position tests on whole tiles otherwise.
+// elementwise.h's counted_sum, the compiler kept the per-position tests on whole tiles otherwise.
 template <int W, class T, class S>
 __device__ __forceinline__ void store_tile(T* __restrict__ p, int64_t channels, bool whole,
                                            int valid, const S (&v)[4 * W]) {
@@ -424,18 +409,6 @@ __device__ __forceinline__ void store_tile(T* __restrict__ p, int64_t channels, 
 #pragma unroll
     for (int k = 0; k < 4; ++k)
       if (k < valid) store_pack(p + k * channels, pack[k]);
-  }
-}
-
-template <int W, class S>
-__device__ __forceinline__ void add_tile(S& sum, const S (&v)[4 * W], bool whole, int valid) {
-  if (whole) {
-#pragma unroll
-    for (int j = 0; j < 4 * W; ++j) sum += v[j];
-  } else {
-#pragma unroll
-    for (int j = 0; j < 4 * W; ++j)
-      if (j % 4 < valid) sum += v[j];
   }
 }
 
@@ -510,8 +483,9 @@ __global__ void __launch_bounds__(kThreads)
         backward_step(gzv, weight, xv, lv, eps, p, gxv, glv, dmuv, dsigmav);
         store_tile<W>(grad_x + at, shape.channels, whole, tile.valid, gxv);
         store_tile<W>(grad_logit + at, shape.channels, whole, tile.valid, glv);
-        add_tile<W>(dmu_sum, dmuv, whole, tile.valid);
-        add_tile<W>(dsigma_sum, dsigmav, whole, tile.valid);
+        const auto in_tile = [&](int j) INFODROP_INLINE_LAMBDA { return j % 4 < tile.valid; };
+        dmu_sum += counted_sum(dmuv, whole, in_tile);
+        dsigma_sum += counted_sum(dsigmav, whole, in_tile);
       });
     });
     if (prior_partials != nullptr)

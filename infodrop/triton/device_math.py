@@ -11,7 +11,8 @@ log of Box-Muller), which the CPU numerics tests check.  float64 values always t
 functions (the PTX instructions are float32 only).
 """
 
-import numpy as np
+import struct
+
 import triton
 import triton.language as tl
 from triton import knobs
@@ -21,9 +22,16 @@ from triton import knobs
 MUFU = tl.constexpr(not knobs.runtime.interpret)
 
 LN2 = tl.constexpr(0.693147182464599609375)  # ln 2 rounded to float32 (device_math.h kLn2)
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32 (no numpy: the package needs torch and triton alone)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
 LOG2E = tl.constexpr(1.44269504088896341)
 HALF_LOG2E = tl.constexpr(0.5 * 1.4426950408889634)  # alpha^2 / 2 in powers of 2
-TWO_LOG2E = tl.constexpr(float(np.float32(2.0 * 1.4426950408889634)))  # -2 ln 2 (log2 e)^2
+TWO_LOG2E = tl.constexpr(_f32(2.0 * 1.4426950408889634))  # -2 ln 2 (log2 e)^2
 TWO_PI = tl.constexpr(6.28318530717958647692)
 # 2 pi 2^-24: float32(2 pi) scaled by a power of two, as device_math.h's kTwoPi * 2^-24
 TWO_PI_HALF_ULP = tl.constexpr(6.28318530717958647692 * 5.9604644775390625e-8)
@@ -38,8 +46,7 @@ P5, P4, P3, P2, P1, P0 = (tl.constexpr(c) for c in LOG_UNIFORM_POLY)
 # The same times (log2 e)^2, each float32 coefficient scaled in double and rounded once, as
 # device_math.h's `scaled` (the noise in powers of 2: noise_tile's NATURAL false)
 LOG2E_SQUARED = 2.0813689810056077
-LOG_UNIFORM_POLY_LOG2 = tuple(float(np.float32(float(np.float32(c)) * LOG2E_SQUARED))
-                              for c in LOG_UNIFORM_POLY)
+LOG_UNIFORM_POLY_LOG2 = tuple(_f32(_f32(c) * LOG2E_SQUARED) for c in LOG_UNIFORM_POLY)
 Q5, Q4, Q3, Q2, Q1, Q0 = (tl.constexpr(c) for c in LOG_UNIFORM_POLY_LOG2)
 
 
