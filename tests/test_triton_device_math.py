@@ -28,11 +28,11 @@ import infodrop  # noqa: E402
 from infodrop.triton import device_math  # noqa: E402
 from infodrop.triton.device_math import (  # noqa: E402
     log,
-    minus_sqrt_of_normal,
     minus_two_log_uniform,
     noise_factor,
+    radius_and_minus_radius,
     sigmoid_pair,
-    sincos_2pi_from_mantissa,
+    sin_and_minus_cos_2pi,
 )
 from tests.test_device_math import BOUNDS, LOG_ABS_BOUND  # noqa: E402
 
@@ -154,14 +154,14 @@ def _sweep_kernel(x_ptr, out_ptr, out2_ptr, n, FUNCTION: tl.constexpr, BLOCK: tl
         y, y2 = sigmoid_pair(x)
     elif FUNCTION == "log":
         y = log(x)
-    elif FUNCTION == "minus_sqrt_of_normal":
-        y = minus_sqrt_of_normal(x)
+    elif FUNCTION == "radius":
+        y, y2 = radius_and_minus_radius(x)
     elif FUNCTION == "minus_two_log_uniform":
         y = minus_two_log_uniform(x)
     elif FUNCTION == "minus_two_log_uniform_log2":
         y = minus_two_log_uniform(x, False)
     else:  # "sincos_2pi": x is the mantissa m = 1 + k 2^-23
-        y, y2 = sincos_2pi_from_mantissa(x)
+        y, y2 = sin_and_minus_cos_2pi(x)
     tl.store(out_ptr + i, y, mask=mask)
     tl.store(out2_ptr + i, y2, mask=mask)
 
@@ -192,8 +192,9 @@ def test_each_approximation_within_its_bound_on_the_gpu():
     near_one = (x >= 0.5) & (x <= 2.0)
     assert _rel(y[~near_one], x[~near_one].log()) <= BOUNDS["log"][1]
     assert (y[near_one] - x[near_one].log()).abs().max().item() <= LOG_ABS_BOUND
-    x, y, _ = _run("minus_sqrt_of_normal", torch.linspace(2.0**-24, 72.0, n))
-    assert _rel(y, -x.sqrt()) <= BOUNDS["sqrt_of_normal"][1]
+    x, y, y2 = _run("radius", torch.linspace(2.0**-24, 72.0, n))
+    assert _rel(y, x.sqrt()) <= BOUNDS["sqrt_of_normal"][1]
+    assert _rel(y2, -x.sqrt()) <= BOUNDS["sqrt_of_normal"][1]
     # every uniform of the stream: u = k 2^-23 + 2^-24, exact in float32
     k = torch.arange(1 << 23, dtype=torch.float64)
     u = k * 2.0**-23 + 2.0**-24
@@ -201,8 +202,8 @@ def test_each_approximation_within_its_bound_on_the_gpu():
     assert _rel(y, -2.0 * u.log()) <= BOUNDS["minus_two_log_uniform"][1]
     _, y, _ = _run("minus_two_log_uniform_log2", u)
     assert _rel(y, -2.0 * u.log() * LOG2E_SQUARED) <= BOUNDS["minus_two_log_uniform_log2"][1]
-    _, minus_sin, minus_cos = _run("sincos_2pi", 1.0 + k * 2.0**-23)
-    assert (minus_sin + torch.sin(2 * torch.pi * u)).abs().max().item() <= BOUNDS["sin_2pi"][1]
+    _, sin_t, minus_cos = _run("sincos_2pi", 1.0 + k * 2.0**-23)
+    assert (sin_t - torch.sin(2 * torch.pi * u)).abs().max().item() <= BOUNDS["sin_2pi"][1]
     assert (minus_cos + torch.cos(2 * torch.pi * u)).abs().max().item() <= BOUNDS["cos_2pi"][1]
 
 

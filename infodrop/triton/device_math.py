@@ -234,20 +234,21 @@ def minus_two_log_uniform(u, NATURAL: tl.constexpr = True):
 
 
 @triton.jit
-def minus_sqrt_of_normal(x):
-    """device_math.h sqrt_of_normal, negated: (-x) rsqrt(x) for x in [2^-24, 72], <= 2^-21.7
-    relative.  Box-Muller's radius carries the sign flip of its angle's shift by pi (below):
-    a multiply takes the sign for free, where on eps (after noise_tile's lane selects) it cost
-    one instruction per element once no multiply by log2 e followed (triton 3.8, sm_90)."""
-    return (-x) * rsqrt(x)
+def radius_and_minus_radius(x):
+    """sqrt(x) and -sqrt(x) as x rsqrt(x) and (-x) rsqrt(x) for x in [2^-24, 72] (device_math.h
+    sqrt_of_normal; <= 2^-21.7 relative): Box-Muller's radius, and the same with the sign its
+    cosine lane needs (below), taken by the multiply for free."""
+    inv = rsqrt(x)
+    return x * inv, (-x) * inv
 
 
 @triton.jit
-def sincos_2pi_from_mantissa(m):
-    """device_math.h sincos_2pi_from_mantissa, without its sign flips: -sin and -cos of 2 pi u,
-    u = m - (1 - 2^-24), as sin and cos of 2 pi ((m - 1.5) + 2^-24) in [-pi, pi]; <= 2^-20.6
-    absolute."""
-    angle = tl.fma(m - 1.5, TWO_PI, TWO_PI_HALF_ULP)
+def sin_and_minus_cos_2pi(m):
+    """sin(2 pi u) and -cos(2 pi u), u = m - (1 - 2^-24), as sin and cos of the angle
+    2 pi ((1.5 - m) - 2^-24) = 2 pi (1/2 - u) in [-pi, pi] (1.5 - m exact), where sin.approx and
+    cos.approx have their bounds (device_math.h sincos_2pi_from_mantissa, its angle negated,
+    so that only the cosine needs a sign flip); <= 2^-20.6 absolute."""
+    angle = tl.fma(1.5 - m, TWO_PI, -TWO_PI_HALF_ULP)
     return sin(angle), cos(angle)
 
 
@@ -259,10 +260,13 @@ def box_muller(a, b, NATURAL: tl.constexpr = True):
     2 pi (u2 - 1/2) in [-pi, pi], where sin.approx and cos.approx have their bounds, both signs
     flipped for the shift by pi; eps log2 e unless NATURAL (log_noise_of)."""
     if MUFU:
-        minus_rad = minus_sqrt_of_normal(
+        # The cosine's sign flip taken by its radius's multiply: a flip of eps after
+        # noise_tile's lane selects cost an instruction per element (triton 3.8), and both
+        # lanes' flips on one negative radius made triton 3.6 spill 8 bytes in one variant.
+        rad, minus_rad = radius_and_minus_radius(
             minus_two_log_uniform(mantissa_from_bits(a) - ONE_MINUS_HALF_ULP, NATURAL))
-        minus_sin_t, minus_cos_t = sincos_2pi_from_mantissa(mantissa_from_bits(b))
-        return minus_rad * minus_cos_t, minus_rad * minus_sin_t
+        sin_t, minus_cos_t = sin_and_minus_cos_2pi(mantissa_from_bits(b))
+        return minus_rad * minus_cos_t, rad * sin_t
     else:
         rad = tl.sqrt_rn(-2.0 * log_normal_f32(uniform(a)))
         # 2 pi u reduced to [-pi, pi) exactly (u - 1 is exact for u >= 1/2): sin and cos are
