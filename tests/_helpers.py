@@ -4,6 +4,7 @@ the (backend, device) pairs that run here."""
 import os
 import pathlib
 import shutil
+import subprocess
 
 import pytest
 import torch
@@ -12,6 +13,10 @@ import infodrop
 
 requires_compiled = pytest.mark.skipif(not infodrop.backends()["cpu"],
                                        reason="the compiled CPU extension is not built")
+
+# The host compiler of the tests' C++ harnesses (tests/*_harness.cpp)
+CXX = shutil.which("g++") or shutil.which("c++")
+requires_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) to build the harness")
 
 
 def interpreted():
@@ -40,6 +45,15 @@ def aten_ops_run_by(fn):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as trace:
         fn()
     return {event.name for event in trace.events() if event.name.startswith("aten::")}
+
+
+def run_header_harness(tmp_path, harness, csrc):
+    """Build the C++ harness file `harness` against the headers under `csrc` (the tree's, or a
+    copy from headers_with_mutant) in tmp_path and run it: its standard output."""
+    binary = tmp_path / "harness"
+    subprocess.run([CXX, "-std=c++17", "-O2", "-Wall", "-Werror", f"-I{csrc}", str(harness),
+                    "-o", str(binary)], check=True, capture_output=True, text=True)
+    return subprocess.run([str(binary)], capture_output=True, text=True, timeout=60).stdout
 
 
 def headers_with_mutant(tmp_path, original, broken):

@@ -7,25 +7,19 @@ product stays normal, underflows to zero, or to a subnormal whose few bits one l
 as exact.  Mutants of the rule must fail it."""
 
 import pathlib
-import shutil
-import subprocess
 
 import pytest
 
-from ._helpers import headers_with_mutant
+from ._helpers import headers_with_mutant, requires_cxx, run_header_harness
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "tests" / "kl_product_harness.cpp"
-CXX = shutil.which("g++") or shutil.which("c++")
 
-pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) to build the harness")
+pytestmark = requires_cxx
 
 
 def _run(tmp_path, csrc):
-    binary = tmp_path / "harness"
-    subprocess.run([CXX, "-std=c++17", "-O2", "-Wall", "-Werror", f"-I{csrc}", str(HARNESS),
-                    "-o", str(binary)], check=True, capture_output=True, text=True)
-    return subprocess.run([str(binary)], capture_output=True, text=True, timeout=60).stdout
+    return run_header_harness(tmp_path, HARNESS, csrc)
 
 
 def test_one_log_of_the_product_where_it_is_normal_else_a_log_per_element(tmp_path):

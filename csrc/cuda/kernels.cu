@@ -47,10 +47,11 @@ __device__ __forceinline__ void step_noise(int64_t step, const StreamKey& key, b
   }
 }
 
-// f(q) with q = p and q.apply_noise a constant the compiler sees: the step is compiled with
-// and without noise, each free of the per-element tests of the flag.
+// f(q) with q = p and q.apply_noise a constant the compiler sees: the step is compiled once with
+// noise and once without, each free of the per-element tests of the flag (and the one with
+// noise is the path docs/performance.md counts).
 template <class S, class F>
-__device__ __forceinline__ void with_noise_known(const Params<S>& p, F&& f) {
+__device__ __forceinline__ void with_noise_flag_known(const Params<S>& p, F&& f) {
   Params<S> q = p;
   if (p.apply_noise) {
     q.apply_noise = true;
@@ -171,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, kForwardMinBlocks<T>)
     S kl_sum = 0;
     for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x,
                   [&](int64_t step) INFODROP_INLINE_LAMBDA {
-      with_noise_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
+      with_noise_flag_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
       with_whole_known<T>(sample.whole(step), [&](const bool whole) INFODROP_INLINE_LAMBDA {
       const int64_t i0 = step * V;
       float eps[V];
@@ -207,7 +208,7 @@ __global__ void __launch_bounds__(kThreads)
     S dmu_sum = 0, dsigma_sum = 0;
     for_each_step(sample, blockIdx.x, gridDim.x, threadIdx.x,
                   [&](int64_t step) INFODROP_INLINE_LAMBDA {
-      with_noise_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
+      with_noise_flag_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
       with_whole_known<T>(sample.whole(step), [&](const bool whole) INFODROP_INLINE_LAMBDA {
       const int64_t i0 = step * V;
       float eps[V];
@@ -433,7 +434,7 @@ __global__ void __launch_bounds__(kThreads, kLastForwardMinBlocks<T, W>)
     S kl_sum = 0;
     for_each_tile(shape, blockIdx.x, gridDim.x, threadIdx.x,
                   [&](const Tile& tile) INFODROP_INLINE_LAMBDA {
-      with_noise_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
+      with_noise_flag_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
         const int64_t at = base + tile.row;
         const bool whole = G == Groups::Aligned || tile.whole();
         float eps[N];
@@ -470,7 +471,7 @@ __global__ void __launch_bounds__(kThreads)
     S dmu_sum = 0, dsigma_sum = 0;
     for_each_tile(shape, blockIdx.x, gridDim.x, threadIdx.x,
                   [&](const Tile& tile) INFODROP_INLINE_LAMBDA {
-      with_noise_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
+      with_noise_flag_known(p, [&](const Params<S>& p) INFODROP_INLINE_LAMBDA {
         const int64_t at = base + tile.row;
         const bool whole = G == Groups::Aligned || tile.whole();
         float eps[N];

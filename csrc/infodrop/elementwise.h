@@ -28,10 +28,9 @@ struct Params {
 
   INFODROP_HD void set_options(S max_alpha_, S alpha_min_, Prior prior_, bool mask_inactive_,
                                bool unit_mean_, bool apply_noise_) {
-    const S cap = alpha_min_ + max_alpha_;
     max_alpha = max_alpha_;
     alpha_min = alpha_min_;
-    inv_cap = S(1) / cap;
+    inv_cap = S(1) / (alpha_min_ + max_alpha_);
     prior = prior_;
     mask_inactive = mask_inactive_;
     unit_mean = unit_mean_;

@@ -217,19 +217,14 @@ def minus_two_log_uniform(u, NATURAL: tl.constexpr = True):
     v = 1 - u (exact) above."""
     v = 1.0 - u
     if NATURAL:
-        p = tl.fma(v, P5, P4)
-        p = tl.fma(p, v, P3)
-        p = tl.fma(p, v, P2)
-        p = tl.fma(p, v, P1)
-        p = tl.fma(p, v, P0)
-        to_log = -2.0 * LN2
+        c5, c4, c3, c2, c1, c0, to_log = P5, P4, P3, P2, P1, P0, -2.0 * LN2
     else:
-        p = tl.fma(v, Q5, Q4)
-        p = tl.fma(p, v, Q3)
-        p = tl.fma(p, v, Q2)
-        p = tl.fma(p, v, Q1)
-        p = tl.fma(p, v, Q0)
-        to_log = -TWO_LOG2E
+        c5, c4, c3, c2, c1, c0, to_log = Q5, Q4, Q3, Q2, Q1, Q0, -TWO_LOG2E
+    p = tl.fma(v, c5, c4)
+    p = tl.fma(p, v, c3)
+    p = tl.fma(p, v, c2)
+    p = tl.fma(p, v, c1)
+    p = tl.fma(p, v, c0)
     return tl.where(v > 0.3, lg2(u) * to_log, v * p)
 
 
@@ -257,8 +252,8 @@ def box_muller(a, b, NATURAL: tl.constexpr = True):
     """eps of the even and odd element of one pair of Philox words (docs/spec.md section 3):
     sqrt(-2 log u1) times cos and sin of 2 pi u2.  MUFU: device_math.h box_muller, absolute
     error <= |eps| 2^-20.7 + sqrt(-2 log u1) 2^-20.6: the radius as x rsqrt(x), the angle
-    2 pi (u2 - 1/2) in [-pi, pi], where sin.approx and cos.approx have their bounds, both signs
-    flipped for the shift by pi; eps log2 e unless NATURAL (log_noise_of)."""
+    2 pi (1/2 - u2) in [-pi, pi], where sin.approx and cos.approx have their bounds, the
+    cosine's sign flipped for the shift by pi; eps log2 e unless NATURAL (log_noise_of)."""
     if MUFU:
         # The cosine's sign flip taken by its radius's multiply: a flip of eps after
         # noise_tile's lane selects cost an instruction per element (triton 3.8), and both
