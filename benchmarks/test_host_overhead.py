@@ -17,6 +17,8 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
 @pytest.mark.parametrize("device", DEVICES)
 def test_host_overhead(benchmark, device, pass_, measure, contender):
     """Times are per step: a step of the "in a network" measure has bench_host.LAYERS layers."""
+    if not bench_host.runs_on(contender, device):
+        pytest.skip(f"{contender} does not run on {device} here")
     layers = bench_host.MEASURES[measure]
     benchmark.group = f"host cost, {bench_host.SHAPE} {device}, {pass_}, {measure} ({layers} layers)"
     # fixed rounds of many calls, after warm-up: one call is microseconds, and the first

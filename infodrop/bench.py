@@ -213,6 +213,10 @@ def _host(device: str, json_path) -> int:
           " best of 5 loops; ratio to F.dropout's")
     records = bench_host.run(device)
     print(bench_host.format_table(records))
+    skipped = [name for name in bench_host.CONTENDERS if not bench_host.runs_on(name, device)]
+    if skipped:
+        print(f"not run on {device}: {', '.join(skipped)} (triton needs a GPU, or "
+              "TRITON_INTERPRET=1 for CPU tensors)")
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"environment": env, "results": records}, f, indent=1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from ._backends import TRITON_INTERPRETED, backends
 from .functional import information_dropout
 from .modules import InformationDropout
 
@@ -35,7 +36,10 @@ class HostContender:
 
 
 CONTENDERS = {c.name: c for c in (
-    HostContender("functional", "infodrop.information_dropout(x, alpha_logit)"),
+    HostContender("functional", "infodrop.information_dropout(x, alpha_logit): the fastest "
+                  "backend of the device (the compiled kernel: cuda on a GPU)"),
+    HostContender("triton", "infodrop.information_dropout(x, alpha_logit, backend='triton'): the "
+                  "fallback without nvcc, whose host time issue 19 holds to 1.5x cuda's"),
     HostContender("module", "infodrop.InformationDropout()(x, alpha_logit), KL from .kl"),
     HostContender("raw-op", "torch.ops.infodrop.information_dropout.default, fixed seed"),
     HostContender("dropout", "torch.nn.functional.dropout(x, 0.5)"),
@@ -47,6 +51,8 @@ def _layers(name: str, device: str):
     """LAYERS callables (z, alpha_logit) -> (z, kl or None) of contender ``name``."""
     if name == "functional":
         return [lambda z, y: information_dropout(z, y)] * LAYERS
+    if name == "triton":
+        return [lambda z, y: information_dropout(z, y, backend="triton")] * LAYERS
     if name == "module":
         def call_module(layer):
             return lambda z, y: (layer(z, y), layer.kl)
@@ -132,10 +138,23 @@ def time_call(call, calls: int, rounds: int, device: str = "cpu"):
 MEASURES = {"call": 1, "in a network": LAYERS}
 
 
-def run(device: str = "cpu", steps: int = 200, rounds: int = 5):
-    """One record per (contender, pass, measure); times in microseconds per layer."""
+def runs_on(name: str, device: str) -> bool:
+    """Whether contender ``name`` runs on ``device`` here: triton needs a GPU (or the
+    interpreter, TRITON_INTERPRET=1, for CPU tensors) and triton installed; the others always."""
+    if name != "triton":
+        return True
+    return backends()["triton"] and (torch.device(device).type == "cuda" or TRITON_INTERPRETED)
+
+
+def run(device: str = "cpu", steps: int = 200, rounds: int = 5, contenders=None):
+    """One record per (contender, pass, measure) of ``contenders`` (default: all) that run on
+    ``device`` (runs_on); times in microseconds per layer."""
     records = []
-    for name in CONTENDERS:
+    for name in contenders or CONTENDERS:
+        if name not in CONTENDERS:
+            raise ValueError(f"host contender must be one of {tuple(CONTENDERS)}, got {name!r}")
+        if not runs_on(name, device):
+            continue
         for pass_ in PASSES:
             for measure, layers in MEASURES.items():
                 host, gpu = time_call(make_call(name, pass_, device, layers),
@@ -145,6 +164,13 @@ def run(device: str = "cpu", steps: int = 200, rounds: int = 5):
                                 "device_us": None if gpu is None else gpu / layers,
                                 "shape": list(SHAPE), "device": device})
     return records
+
+
+def ratios(records, name: str, base: str) -> dict:
+    """{(pass, measure): host time of ``name`` / host time of ``base``} where both ran."""
+    by = {(r["contender"], r["pass"], r["measure"]): r["host_us"] for r in records}
+    return {(p, m): by[name, p, m] / by[base, p, m] for p in PASSES for m in MEASURES
+            if (name, p, m) in by and (base, p, m) in by}
 
 
 def format_table(records) -> str:
