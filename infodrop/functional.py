@@ -120,7 +120,7 @@ def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
     if chosen == "triton":
         from .triton import ops as triton_ops  # imports triton only where it is used
 
-        return triton_ops.fused(*args)
+        return triton_ops.fused(*args, direct=_direct_call_allowed(x, alpha_logit))
     op = (_ops.direct_information_dropout if _direct_call_allowed(x, alpha_logit)
           else torch.ops.infodrop.information_dropout.default)
     try:

@@ -29,7 +29,7 @@ def _run_interpreted(*args):
 def test_kernels_and_math_pass_under_interpreter():
     result = _run_interpreted("-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
                               "tests/test_backend_numerics.py", "tests/test_triton_math.py",
-                              "tests/test_triton_layouts.py",
+                              "tests/test_triton_layouts.py", "tests/test_triton_call_path.py",
                               "-k", "triton or log", "-m", "not cuda")
     report = result.stdout + result.stderr
     assert result.returncode == 0, report

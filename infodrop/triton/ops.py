@@ -5,7 +5,9 @@ torch.ops.infodrop.information_dropout (same schema, namespace infodrop_triton).
 
 import torch
 import triton
+from torch._library.triton import set_wrap_triton_enabled
 from torch.library import triton_op, wrap_triton
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 from triton.runtime.jit import JITFunction
 
 from .._layout import walkable_layout
@@ -174,16 +176,17 @@ def _not_differentiable(grads, inputs):
     return _NotDifferentiable.apply(len(grads), *(g.detach() for g in grads), *inputs)
 
 
-def _register_autograd(forward_op: str, backward_op) -> None:
-    """Autograd of the Triton forward op through its backward op, as csrc/autograd.cpp does for
-    the compiled ops (the Triton kernels are Python-registered, so their autograd is too)."""
+def _setup_context(ctx, inputs, output):
+    x, alpha_logit, seed, offset, mu, sigma, *options = inputs
+    # The noise is not saved: the backward regenerates it from (seed, offset).
+    ctx.save_for_backward(x, alpha_logit, seed, mu, sigma)
+    ctx.offset = offset
+    ctx.options = options
 
-    def setup_context(ctx, inputs, output):
-        x, alpha_logit, seed, offset, mu, sigma, *options = inputs
-        # The noise is not saved: the backward regenerates it from (seed, offset).
-        ctx.save_for_backward(x, alpha_logit, seed, mu, sigma)
-        ctx.offset = offset
-        ctx.options = options
+
+def _backward_through(backward_op):
+    """The autograd backward of the forward op, given what runs its backward op: that op
+    (registered autograd, below) or its body (_Eager)."""
 
     def backward(ctx, grad_z, grad_kl):
         x, alpha_logit, seed, mu, sigma = ctx.saved_tensors
@@ -193,11 +196,10 @@ def _register_autograd(forward_op: str, backward_op) -> None:
             (grad_z, grad_kl, x, alpha_logit, mu, sigma))
         return (grad_x, grad_logit, None, None, grad_mu, grad_sigma) + (None,) * len(ctx.options)
 
-    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
+    return backward
 
 
-@triton_op("infodrop_triton::information_dropout", mutates_args=())
-def information_dropout(x: torch.Tensor, alpha_logit: torch.Tensor, seed: torch.Tensor,
+def _forward(x: torch.Tensor, alpha_logit: torch.Tensor, seed: torch.Tensor,
                         offset: int, mu: torch.Tensor, sigma: torch.Tensor, prior: str,
                         max_alpha: float, alpha_min: float, mask_inactive: bool, unit_mean: bool,
                         apply_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,8 +222,7 @@ def information_dropout(x: torch.Tensor, alpha_logit: torch.Tensor, seed: torch.
     return _finish(z, z_work), partials.sum(1)
 
 
-@triton_op("infodrop_triton::information_dropout_backward", mutates_args=())
-def information_dropout_backward(
+def _backward(
         grad_z: torch.Tensor, grad_kl: torch.Tensor, x: torch.Tensor, alpha_logit: torch.Tensor,
         seed: torch.Tensor, offset: int, mu: torch.Tensor, sigma: torch.Tensor, prior: str,
         max_alpha: float, alpha_min: float, mask_inactive: bool, unit_mean: bool,
@@ -259,13 +260,45 @@ def information_dropout_backward(
     return _finish(grad_x, grad_x_work), _finish(grad_logit, grad_logit_work), grad_mu, grad_sigma
 
 
-_register_autograd("infodrop_triton::information_dropout",
-                   torch.ops.infodrop_triton.information_dropout_backward)
+information_dropout = triton_op("infodrop_triton::information_dropout", mutates_args=())(_forward)
+information_dropout_backward = triton_op("infodrop_triton::information_dropout_backward",
+                                         mutates_args=())(_backward)
+torch.library.register_autograd(
+    "infodrop_triton::information_dropout",
+    _backward_through(torch.ops.infodrop_triton.information_dropout_backward),
+    setup_context=_setup_context)
 
 
-def fused(x, alpha_logit, seed, offset, mu, sigma, *options):
-    """infodrop_triton::information_dropout as infodrop.information_dropout calls it.  Its
-    autograd is registered in Python without a forward-mode derivative, where PyTorch would
+class InformationDropoutTriton(torch.autograd.Function):
+    """The op's forward and backward bodies with the op's autograd, called directly: an eager
+    call on plain tensors skips torch.library's custom-op dispatch (Python), which took about
+    half the host time of a forward + backward with the kernels stubbed out (CPU: forward
+    ~50 -> ~30 us, forward + backward ~210 -> ~120 us), as the cuda path's typed binding skips
+    torch.ops' argument conversion.  wrap_triton is off in the bodies, as triton_op turns it
+    off for plain tensors: through it each launch would go through a higher-order op."""
+
+    @staticmethod
+    def forward(*args):
+        with set_wrap_triton_enabled(False):
+            return _forward(*args)
+
+    setup_context = staticmethod(_setup_context)
+
+    @staticmethod
+    def backward(ctx, grad_z, grad_kl):
+        with set_wrap_triton_enabled(False):
+            return _eager_backward(ctx, grad_z, grad_kl)
+
+
+_eager_backward = _backward_through(_backward)
+
+
+def fused(x, alpha_logit, seed, offset, mu, sigma, *options, direct=False):
+    """infodrop_triton::information_dropout as infodrop.information_dropout calls it; with
+    ``direct`` (an eager call on plain tensors: functional._direct_call_allowed) and neither a
+    dispatch mode nor a torch.func transform active, which must see the op, through
+    InformationDropoutTriton.
+    Its autograd is registered in Python without a forward-mode derivative, where PyTorch would
     silently give zero tangents: forward-mode AD (and torch.func.jvp) raises instead, as for
     the compiled ops."""
     for t in (x, alpha_logit, mu, sigma):
@@ -273,6 +306,13 @@ def fused(x, alpha_logit, seed, offset, mu, sigma, *options):
             raise RuntimeError("infodrop_triton::information_dropout: forward-mode AD (jvp) is "
                                "not implemented; use backend='reference' for forward-mode "
                                "derivatives")
+    if (direct and _get_current_dispatch_mode() is None
+            and torch._C._functorch.peek_interpreter_stack() is None):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, alpha_logit, mu, sigma)):
+            return InformationDropoutTriton.apply(x, alpha_logit, seed, offset, mu, sigma,
+                                                  *options)
+        with set_wrap_triton_enabled(False):  # nothing to differentiate: the body alone
+            return _forward(x, alpha_logit, seed, offset, mu, sigma, *options)
     return information_dropout(x, alpha_logit, seed, offset, mu, sigma, *options)
 
 
