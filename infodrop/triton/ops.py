@@ -275,14 +275,16 @@ class InformationDropoutTriton(torch.autograd.Function):
     half the host time of a forward + backward with the kernels stubbed out (CPU: forward
     ~50 -> ~30 us, forward + backward ~210 -> ~120 us), as the cuda path's typed binding skips
     torch.ops' argument conversion.  wrap_triton is off in the bodies, as triton_op turns it
-    off for plain tensors: through it each launch would go through a higher-order op."""
+    off for plain tensors: through it each launch would go through a higher-order op.  The
+    context is set up inside forward: with a separate setup_context, Function.apply binds its
+    arguments through inspect.signature on every call."""
 
     @staticmethod
-    def forward(*args):
+    def forward(ctx, *inputs):
         with set_wrap_triton_enabled(False):
-            return _forward(*args)
-
-    setup_context = staticmethod(_setup_context)
+            output = _forward(*inputs)
+        _setup_context(ctx, inputs, output)
+        return output
 
     @staticmethod
     def backward(ctx, grad_z, grad_kl):
