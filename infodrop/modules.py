@@ -481,6 +481,18 @@ def _list_layers(model):
     return layers
 
 
+def _compiled_module(model):
+    """The module a torch.compile wrapper (OptimizedModule) runs, else ``model``: pass hooks on
+    the wrapper run outside the compiled forward, around it, so the layers' pass depth that its
+    graph was compiled with changes and its next call compiles a second graph (a minute for a
+    ResNet-50 under inductor); the module's own hooks run inside it."""
+    if not hasattr(model, "_orig_mod"):
+        return model
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    return model._orig_mod if isinstance(model, OptimizedModule) else model
+
+
 def track_kl(model: nn.Module) -> nn.Module:
     """Make each call of ``model`` one pass of the KL bookkeeping (module docstring): every
     InformationDropout layer under it then holds the KLs of its calls in that pass, and
@@ -491,10 +503,11 @@ def track_kl(model: nn.Module) -> nn.Module:
     torch.compile (which does not see hooks added after it compiles).  Returns ``model``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    _list_layers(model)
-    if _open_pass not in model._forward_pre_hooks.values():
-        model.register_forward_pre_hook(_open_pass)
-        model.register_forward_hook(_close_pass, always_call=True)
+    tracked = _compiled_module(model)  # a compiled model: the module it compiled
+    _list_layers(tracked)
+    if _open_pass not in tracked._forward_pre_hooks.values():
+        tracked.register_forward_pre_hook(_open_pass)
+        tracked.register_forward_hook(_close_pass, always_call=True)
     return model
 
 
@@ -532,6 +545,7 @@ def kl_divergence(model: nn.Module, reduction: str = "none") -> torch.Tensor:
     own backward)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    model = _compiled_module(model)  # kl_divergence(torch.compile(model)): the model's KL
     if not getattr(model, "_one_layer_call_per_call", False):
         _check_tracked(model)
     track_kl(model)

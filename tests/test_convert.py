@@ -377,3 +377,22 @@ def test_torch_compile_fullgraph_of_a_whole_converted_model():
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert infodrop.kl_divergence(model).shape == (2,)
+
+
+def test_kl_divergence_of_the_compiled_model_compiles_it_once():
+    """kl_divergence(torch.compile(model)) put its pass hooks on the compiled wrapper, around
+    the compiled forward: the layers' pass depth changed under the graph and the second step
+    compiled a second one (for a ResNet-50 under inductor, a minute).  The KL is the model's."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = infodrop.convert(_small_cnn(), ["1", "3"], replace_dropout=True, example_input=X)
+    compiled = torch.compile(model, backend="aot_eager")
+    for _ in range(3):
+        out = compiled(X)
+        kl = infodrop.kl_divergence(compiled)
+        torch.testing.assert_close(kl, infodrop.kl_divergence(model), rtol=0, atol=0)
+        (out.square().mean() + kl.mean()).backward()
+    assert counters["stats"]["unique_graphs"] == 1
+    assert kl.shape == (2,) and kl.requires_grad
