@@ -123,10 +123,19 @@ def build(network, contender: str, image_size: int, *, backend: str | None = Non
 
 
 def make_step(network, contender: str, batch: int = 32, image_size: int = 64, *,
-              device: str = "cpu", backend: str | None = None, autocast: torch.dtype | None = None):
+              device: str = "cpu", backend: str | None = None, autocast: torch.dtype | None = None,
+              compile_backend=None):
     """One training step of ``contender``, as a closure over its model, data and optimizer, on
-    ``device``, under autocast to ``autocast`` where given (gpu_check: bf16 on CUDA)."""
+    ``device``, under autocast to ``autocast`` where given (gpu_check: bf16 on CUDA).
+
+    ``compile_backend``: where given, the model runs as ``torch.compile(model,
+    backend=compile_backend)`` ("inductor": torch.compile's default, as gpu_check times it; the
+    CPU tests take the cheap "aot_eager"); the loss, the KL term and the optimizer stay eager, as
+    a user writes it.  The KL is read from the module convert tracked, not from the compiled
+    wrapper: kl_divergence on the wrapper would add its tracking hooks outside the compiled
+    forward, and the next call would recompile (a guard on the layers' pass depth)."""
     model = build(network, contender, image_size, backend=backend).to(device)
+    forward = model if compile_backend is None else torch.compile(model, backend=compile_backend)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 3, image_size, image_size, generator=g).to(device)
@@ -138,7 +147,7 @@ def make_step(network, contender: str, batch: int = 32, image_size: int = 64, *,
 
     def step():
         with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(forward(x), y)
             if has_kl:
                 loss = loss + KL_WEIGHT * kl_divergence(model).mean()
         loss.backward()
