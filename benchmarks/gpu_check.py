@@ -14,7 +14,10 @@ an H100 or H200, the build included:
    with the GB/s of each one's least traffic against a copy of the same tensor, measured
 5. the ResNet-50 training step (torchvision, batch 128, 224x224, bf16 autocast, SGD momentum):
    plain, nn.Dropout, and converted with 1x1 alpha heads on layer2-4 on the CUDA and on the Triton
-   backend, channels_last and NCHW
+   backend, channels_last and NCHW, and the 1x1 alpha heads alone (no dropout op; channels_last),
+   what they add to the converted step by themselves; then plain and converted (CUDA backend,
+   channels_last) under torch.compile(model) (inductor; the loss, the KL and the optimizer eager),
+   the ratio against compiled plain, each started only while its own budget has room for a compile
 6. the top device ops of a profiled converted step (CUDA backend, channels_last)
 
 Each section has a time budget (BUDGET_S) inside an overall deadline: what does not fit is
@@ -43,9 +46,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # minute of an 8-minute run for Python's start, the copy to $OUT and a slow section.  Expected
 # on an H100/H200 (16 cores): build ~60 (measured on the H200), check ~20, tests ~60, code stats
 # ~20 (not capped: in process, no timer), layer ~120 (16 torch.compile graphs of ~5 s), network
-# ~50 (eight models, ~25 steps each).
+# ~55 (nine eager models, ~25 steps each), then its compiled steps: what is left, at most
+# network-compiled (~40-60 s per compile, not measured yet: the report gives each first step).
 DEADLINE_S = 420
-BUDGET_S = {"check": 60, "tests": 150, "layer": 150, "network": 100}
+BUDGET_S = {"check": 60, "tests": 150, "layer": 150, "network": 100, "network-compiled": 150}
 # torch.compile of the reference starts only with this much of the layer's budget left: one graph
 # takes seconds to compile, the other contenders' timings fractions of one
 COMPILE_RESERVE_S = 30
@@ -62,8 +66,16 @@ LAYER_CONTENDERS = ("fused-cuda", "fused-triton", "reference", "reference-compil
 NETWORK = ("resnet50", ("layer2", "layer3", "layer4"))  # torchvision builder, targets
 NETWORK_BATCH, NETWORK_SIDE = 128, 224
 # (contender of infodrop/bench_network.py, backend of the fused op); each in channels_last first
-NETWORK_CONTENDERS = (("plain", None), ("dropout", None), ("fused-1x1", "cuda"),
+NETWORK_CONTENDERS = (("plain", None), ("dropout", None), ("heads-1x1", None), ("fused-1x1", "cuda"),
                       ("fused-1x1", "triton"))
+# timed in channels_last only: the alpha heads alone (the part of the converted step that is
+# neither the layer's kernels nor layout copies) are wanted where the issue's target is
+CHANNELS_LAST_ONLY = ("heads-1x1",)
+# then these under torch.compile(model), channels_last, within BUDGET_S["network-compiled"]
+NETWORK_COMPILED = (("plain", None), ("fused-1x1", "cuda"))
+# a compiled step starts only with this much of that budget left: compiling ResNet-50's forward
+# and backward takes tens of seconds even on 16 cores, its timing a few
+NETWORK_COMPILE_RESERVE_S = 60
 PROFILED = ("fused-1x1-cl", "cuda")
 PROFILE_ROWS = 20
 
@@ -201,6 +213,15 @@ def do_bench_ms(fn, rep_ms=100):
     return do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
 
 
+def error_text(error):
+    """One line of the report for a failure: the error's first line, and its second where the
+    first only leads to it (torch.compile's BackendCompilerFailed: "backend='inductor' raised:",
+    then the backend's error)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+    text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    return f"{type(error).__name__}: {text[:300]}"
+
+
 def layer(report, clock, rows, *, shapes=LAYER_SHAPES, contenders=LAYER_CONTENDERS, device="cuda"):
     """The layer's table; shapes, contenders and device are parameters for the CPU test of this
     code (tests/test_gpu_check.py), which has no GPU to run it on."""
@@ -249,7 +270,7 @@ def layer(report, clock, rows, *, shapes=LAYER_SHAPES, contenders=LAYER_CONTENDE
                         ms = do_bench_ms(bc.make_step(contender, case, pass_, inputs=inputs,
                                                       sync=False))
                     except Exception as error:  # noqa: BLE001 - recorded; the rest still runs
-                        message = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                        message = error_text(error)
                         if name == "reference-compiled":
                             compile_error = message
                         report.add(f"| {case.label} | {pass_} | {name} | FAILED: {message} | | | |")
@@ -292,9 +313,11 @@ def profile_table(step, cuda=True):
     return prof.key_averages().table(sort_by=key, row_limit=PROFILE_ROWS)
 
 
-def network(report, clock, *, builder=NETWORK, contenders=NETWORK_CONTENDERS, profiled=PROFILED,
-            batch=NETWORK_BATCH, side=NETWORK_SIDE, device="cuda"):
-    """The network's table and profile; what it runs is a parameter for the CPU test."""
+def network(report, clock, *, builder=NETWORK, contenders=NETWORK_CONTENDERS, compiled=NETWORK_COMPILED,
+            profiled=PROFILED, batch=NETWORK_BATCH, side=NETWORK_SIDE, device="cuda",
+            compile_backend="inductor"):
+    """The network's table and profile; what it runs is a parameter for the CPU test (which
+    compiles with a cheap backend)."""
     from infodrop import bench_network as bn
 
     spec = bn.Network(builder[0], *builder)
@@ -305,51 +328,104 @@ def network(report, clock, *, builder=NETWORK, contenders=NETWORK_CONTENDERS, pr
                "autocast, SGD momentum, KL term in the loss; cudnn.benchmark; do_bench median "
                "after 3 warm-up steps)", "",
                f"Converted: infodrop.convert(alpha_head='1x1') on {targets} (their outputs); "
-               "dropout: nn.Dropout(0.5) in the same places.", "",
-               "| contender | backend | layout | ms/step | vs plain (same layout) | peak GiB |",
-               "|---|---|---|---|---|---|")
+               "dropout: nn.Dropout(0.5) in the same places; heads-1x1: the same alpha heads "
+               "computed and back-propagated with no dropout op between (what they cost alone). "
+               "'vs plain' and 'added ms' compare within a layout and step: 'added' is over the "
+               "contender named, fused over its heads alone where they were timed. Compiled "
+               f"step: torch.compile(model) ({compile_backend}); the loss, the KL and the "
+               "optimizer eager.", "",
+               "| contender | backend | layout | step | ms/step | vs plain | added ms (over) | "
+               "peak GiB |",
+               "|---|---|---|---|---|---|---|---|")
     records = report.results.setdefault("network", [])
-    plain, table = {}, None
+    measured, table = {}, None  # (stem, layout, step) -> ms
     cuda = torch.device(device).type == "cuda"
+
+    def row(stem, backend, layout, step_kind, *cells):
+        report.add(f"| {stem} | {backend or ''} | {layout} | {step_kind} | " + " | ".join(cells) + " |")
+        print(report.lines[-1], flush=True)
+
+    def time_row(stem, backend, layout, suffix, step_backend=None):
+        """Times one contender and reports its row; the error's text if it failed."""
+        nonlocal table
+        step_kind = "eager" if step_backend is None else "torch.compile"
+        started = time.monotonic()
+        try:
+            step = bn.make_step(spec, stem + suffix, batch, side, device=device, backend=backend,
+                                autocast=torch.bfloat16, compile_backend=step_backend)
+            step()  # torch.compile compiles here
+            if cuda:
+                torch.cuda.synchronize()
+            first_s = time.monotonic() - started
+            for _ in range(2):
+                step()
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            ms = do_bench_ms(step, rep_ms=600)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+            if step_backend is None and (stem + suffix, backend) == profiled:
+                table = profile_table(step, cuda)
+        except Exception as error:  # noqa: BLE001 - recorded; the rest still runs
+            message = error_text(error)
+            row(stem, backend, layout, step_kind, f"FAILED: {message}", "", "", "")
+            return message
+        finally:
+            step = None
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+        measured[stem, layout, step_kind] = ms
+        plain = measured.get(("plain", layout, step_kind))
+        ratio = f"{ms / plain:.3f}x" if plain else ""
+        # the fused layer over its heads alone where they were timed, the rest over plain
+        base = "heads-" + stem.removeprefix("fused-") if stem.startswith("fused-") else "plain"
+        if (base, layout, step_kind) not in measured:
+            base = "plain"
+        added = f"{ms - measured[base, layout, step_kind]:+.1f} ({base})" \
+            if stem != "plain" and (base, layout, step_kind) in measured else ""
+        gib = "-" if peak is None else f"{peak:.1f}"
+        row(stem, backend, layout, step_kind, f"{ms:.1f}", ratio, added, gib)
+        records.append({"contender": stem, "backend": backend, "layout": layout,
+                        "compiled": step_backend is not None, "compile_backend": step_backend,
+                        "ms": ms, "peak_GiB": peak, "first_step_s": first_s})
+        return None
+
     for suffix, layout in ((bn.CHANNELS_LAST, "channels_last"), ("", "NCHW")):
         for stem, backend in contenders:
-            contender = stem + suffix
+            if not suffix and stem in CHANNELS_LAST_ONLY:
+                continue
             if time.monotonic() > budget_end:
-                report.add(f"| {stem} | {backend or ''} | {layout} | skipped: the section's budget "
-                           "is spent | | |")
-                continue
-            try:
-                step = bn.make_step(spec, contender, batch, side, device=device, backend=backend,
-                                    autocast=torch.bfloat16)
-                for _ in range(3):
-                    step()
-                if cuda:
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                ms = do_bench_ms(step, rep_ms=600)
-                peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-                if (contender, backend) == profiled:
-                    table = profile_table(step, cuda)
-            except Exception as error:  # noqa: BLE001 - recorded; the rest still runs
-                report.add(f"| {stem} | {backend or ''} | {layout} | FAILED: {type(error).__name__}: "
-                           f"{str(error).splitlines()[0][:300]} | | |")
-                print(report.lines[-1], flush=True)
-                continue
-            finally:
-                step = None
-                gc.collect()
-                torch.cuda.empty_cache()
-            if stem == "plain":
-                plain[layout] = ms
-            ratio = f"{ms / plain[layout]:.3f}x" if layout in plain else ""
-            gib = "-" if peak is None else f"{peak:.1f}"
-            report.add(f"| {stem} | {backend or ''} | {layout} | {ms:.1f} | {ratio} | {gib} |")
-            print(report.lines[-1], flush=True)
-            records.append({"contender": stem, "backend": backend, "layout": layout, "ms": ms,
-                            "peak_GiB": peak})
-    report.add("")
+                row(stem, backend, layout, "eager", "skipped: the section's budget is spent", "", "", "")
+            else:
+                time_row(stem, backend, layout, suffix)
+
+    # a run stopped from outside during a compile still leaves the eager table and the profile
     if table is not None:
         report.save_file("profile.txt", table)
+    report.flush()
+    # the compiled steps: each starts only with NETWORK_COMPILE_RESERVE_S of their own budget
+    # left (a compile cannot be stopped halfway), and none after a compile failed
+    compiled_end = time.monotonic() + clock.budget("network-compiled")
+    compile_error = None
+    for stem, backend in compiled:
+        left = max(0.0, compiled_end - time.monotonic())
+        why = "torch.compile failed above" if compile_error else \
+            f"too little time left to compile ({left:.0f} s of the compiled steps' budget, " \
+            f"{NETWORK_COMPILE_RESERVE_S} s needed)" if left < NETWORK_COMPILE_RESERVE_S else None
+        if why:
+            row(stem, backend, "channels_last", "torch.compile", f"skipped: {why}", "", "", "")
+            continue
+        compile_error = time_row(stem, backend, "channels_last", bn.CHANNELS_LAST, compile_backend)
+        torch._dynamo.reset()  # the compiled graphs go with their model
+        report.flush()
+    report.add("")
+    firsts = [f"{r['contender']} {r['first_step_s']:.0f} s" for r in records if r["compiled"]]
+    if firsts:
+        report.add(f"First compiled step (the compile, forward and backward): {', '.join(firsts)}.", "")
+    if compile_error:
+        report.add(f"torch.compile of the step failed: `{compile_error}`", "")
+    if table is not None:
         report.add(f"## Top device ops of the converted step ({profiled[0]}, backend "
                    f"{profiled[1]}; 3 steps, torch.profiler key_averages by own device time)", "",
                    "```", *table.strip().splitlines(), "```", "")

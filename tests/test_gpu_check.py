@@ -123,25 +123,94 @@ def test_a_spent_budget_skips_and_says_so(cpu_report):
     gpu_check.network(cpu_report, gpu_check.Clock(0), device="cpu")
     text = "\n".join(cpu_report.lines)
     assert "| 2x3x2x2 torch.float32 | | | skipped: the section's budget is spent |" in text
-    assert text.count("skipped: the section's budget is spent") == 1 + 8
+    # the network's eager rows: five in channels_last, four in NCHW (no heads alone there)
+    assert text.count("skipped: the section's budget is spent") == 1 + 9
+    assert "| heads-1x1 |  | channels_last | eager | skipped: the section's budget is spent |" in text
+    assert "| heads-1x1 |  | NCHW |" not in text
+    # the overall deadline leaves the compiled steps no time either: skipped, not overrun
+    for stem, backend in gpu_check.NETWORK_COMPILED:
+        assert (f"| {stem} | {backend or ''} | channels_last | torch.compile | skipped: too little time "
+                "left to compile (0 s of the compiled steps' budget, 60 s needed) |") in text
     assert cpu_report.results["layer"] == [] and cpu_report.results["network"] == []
+
+
+def test_compiled_steps_need_room_in_their_own_budget(cpu_report, monkeypatch):
+    """The eager rows may run while the compiled steps' budget is too small for a compile."""
+    monkeypatch.setitem(gpu_check.BUDGET_S, "network-compiled", 30)
+    clock = gpu_check.Clock(600)
+    assert clock.budget("network-compiled") == 30 and clock.budget("network") == 100
+    gpu_check.network(cpu_report, clock, contenders=(), device="cpu")
+    text = "\n".join(cpu_report.lines)
+    assert text.count("| torch.compile | skipped: too little time left to compile (30 s of the "
+                      "compiled steps' budget, 60 s needed) |") == 2
+    assert cpu_report.results["network"] == []
+
+
+def test_a_failing_compile_of_the_step_is_recorded_and_not_retried(cpu_report):
+    pytest.importorskip("torchvision")
+    calls = []
+
+    def refusing(gm, example_inputs):
+        calls.append(gm)
+        raise RuntimeError("inductor refused\nsecond line")
+
+    torch._dynamo.reset()
+    gpu_check.network(cpu_report, gpu_check.Clock(600), builder=("resnet18", ("layer3", "layer4")),
+                      contenders=(), compiled=(("plain", None), ("fused-1x1", "cpu")), batch=2,
+                      side=32, device="cpu", compile_backend=refusing)
+    text = "\n".join(cpu_report.lines)
+    assert len(calls) == 1  # the converted model was not compiled after plain failed
+    assert "| plain |  | channels_last | torch.compile | FAILED: BackendCompilerFailed: " in text
+    assert "RuntimeError: inductor refused" in text and "second line" not in text
+    assert "| fused-1x1 | cpu | channels_last | torch.compile | skipped: torch.compile failed above |" \
+        in text
+    assert "torch.compile of the step failed: `BackendCompilerFailed: " in text
+    assert cpu_report.results["network"] == []
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_network_section_times_and_profiles_the_converted_step(cpu_report):
+    """Every row comes out of a real run: the eager ones, the heads alone, and the compiled steps
+    (aot_eager here, inductor on the GPU), each model compiled once in one graph."""
     pytest.importorskip("torchvision")
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
     gpu_check.network(cpu_report, gpu_check.Clock(600), builder=("resnet18", ("layer3", "layer4")),
-                      contenders=(("plain", None), ("fused-1x1", "cpu")),
-                      profiled=("fused-1x1-cl", "cpu"), batch=2, side=32, device="cpu")
+                      contenders=(("plain", None), ("heads-1x1", None), ("fused-1x1", "cpu")),
+                      compiled=(("plain", None), ("fused-1x1", "cpu")),
+                      profiled=("fused-1x1-cl", "cpu"), batch=2, side=32, device="cpu",
+                      compile_backend="aot_eager")
     text = "\n".join(cpu_report.lines)
-    assert "FAILED" not in text
-    assert [(r["contender"], r["backend"], r["layout"]) for r in cpu_report.results["network"]] == [
-        ("plain", None, "channels_last"), ("fused-1x1", "cpu", "channels_last"),
-        ("plain", None, "NCHW"), ("fused-1x1", "cpu", "NCHW")]
-    assert "| plain |  | channels_last | " in text and "| 1.000x | - |" in text
+    assert "FAILED" not in text and "skipped" not in text
+    records = cpu_report.results["network"]
+    assert [(r["contender"], r["backend"], r["layout"], r["compiled"]) for r in records] == [
+        ("plain", None, "channels_last", False), ("heads-1x1", None, "channels_last", False),
+        ("fused-1x1", "cpu", "channels_last", False),
+        ("plain", None, "NCHW", False), ("fused-1x1", "cpu", "NCHW", False),
+        ("plain", None, "channels_last", True), ("fused-1x1", "cpu", "channels_last", True)]
+    assert all(r["ms"] > 0 and r["first_step_s"] > 0 for r in records)
+    assert {r["compile_backend"] for r in records} == {None, "aot_eager"}
+    assert counters["stats"]["unique_graphs"] == 2 and counters["aot_autograd"]["ok"] == 2
+    ms = {(r["contender"], r["layout"], r["compiled"]): r["ms"] for r in records}
+    assert "| plain |  | channels_last | eager | " in text and "| 1.000x |  | - |" in text
+    # what each row is compared with: the fused layer with its heads alone where they ran, the
+    # compiled steps with compiled plain
+    heads = ms["heads-1x1", "channels_last", False] - ms["plain", "channels_last", False]
+    assert f"| {heads:+.1f} (plain) |" in text
+    fused = ms["fused-1x1", "channels_last", False] - ms["heads-1x1", "channels_last", False]
+    assert f"| {fused:+.1f} (heads-1x1) |" in text
+    compiled = ms["fused-1x1", "channels_last", True]
+    plain = ms["plain", "channels_last", True]
+    assert (f"| fused-1x1 | cpu | channels_last | torch.compile | {compiled:.1f} | "
+            f"{compiled / plain:.3f}x | {compiled - plain:+.1f} (plain) | - |") in text
+    assert "First compiled step (the compile, forward and backward): plain " in text
     assert "## Top device ops of the converted step (fused-1x1-cl, backend cpu" in text
     profile = (pathlib.Path(os.environ["OUT"]) / "profile.txt").read_text()
     assert "Self CPU time total" in profile and "aten::" in profile
+    saved = json.loads((pathlib.Path(os.environ["OUT"]) / "results.json").read_text())
+    assert [r["compiled"] for r in saved["network"]] == [r["compiled"] for r in records]
 
 
 def test_build_uses_every_cpu_and_keeps_what_is_set(monkeypatch):
