@@ -349,11 +349,11 @@ def network(report, clock, *, builder=NETWORK, contenders=NETWORK_CONTENDERS, co
         """Times one contender and reports its row; the error's text if it failed."""
         nonlocal table
         step_kind = "eager" if step_backend is None else "torch.compile"
-        started = time.monotonic()
         try:
             step = bn.make_step(spec, stem + suffix, batch, side, device=device, backend=backend,
                                 autocast=torch.bfloat16, compile_backend=step_backend)
-            step()  # torch.compile compiles here
+            started = time.monotonic()
+            step()  # torch.compile compiles here (lazily: the forward's graph, then the backward's)
             if cuda:
                 torch.cuda.synchronize()
             first_s = time.monotonic() - started
