@@ -8,17 +8,20 @@ an H100 or H200, the build included:
 1. every backend against the reference and the CPU kernel: python -m infodrop check --device cuda
 2. the tests marked cuda (the CUDA-graph tests among them)
 3. the counted code of both GPU backends (benchmarks/gpu_code_stats.py)
-4. the layer at ResNet-50's shapes, contiguous and channels_last, forward and forward+backward,
+4. the host time of a layer call on tiny tensors (infodrop/bench_host.py), cuda path, Triton and
+   F.dropout: Triton's against the cuda path's (issue 19: at most 1.5x)
+5. the layer at ResNet-50's shapes, contiguous and channels_last, forward and forward+backward,
    timed by triton.testing.do_bench (CUDA events, no synchronisation per call, the L2 flushed
    before each): fused CUDA and Triton, the eager reference, torch.compile of it and F.dropout,
    with the GB/s of each one's least traffic against a copy of the same tensor, measured
-5. the ResNet-50 training step (torchvision, batch 128, 224x224, bf16 autocast, SGD momentum):
+6. the ResNet-50 training step (torchvision, batch 128, 224x224, bf16 autocast, SGD momentum):
    plain, nn.Dropout, and converted with 1x1 alpha heads on layer2-4 on the CUDA and on the Triton
-   backend, channels_last and NCHW, and the 1x1 alpha heads alone (no dropout op; channels_last),
-   what they add to the converted step by themselves; then plain and converted (CUDA backend,
-   channels_last) under torch.compile(model) (inductor; the loss, the KL and the optimizer eager),
-   the ratio against compiled plain, each started only while its own budget has room for a compile
-6. the top device ops of a profiled converted step (CUDA backend, channels_last)
+   backend, and the 1x1 alpha heads alone (no dropout op), what they add to the converted step
+   by themselves, in channels_last; then plain and converted (CUDA backend, channels_last) under
+   torch.compile(model) (inductor; the loss, the KL and the optimizer eager), the ratio against
+   compiled plain, each started only while its own budget has room for a compile; then the
+   eager steps in NCHW while the section's budget lasts
+7. the top device ops of a profiled converted step (CUDA backend, channels_last)
 
 Each section has a time budget (BUDGET_S) inside an overall deadline: what does not fit is
 skipped and the report says so; a failing section (torch.compile, say) is recorded, not fatal.
@@ -42,14 +45,17 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Seconds per section: caps, inside DEADLINE_S from the start (build included), which leaves a
-# minute of an 8-minute run for Python's start, the copy to $OUT and a slow section.  Expected
-# on an H100/H200 (16 cores): build ~60 (measured on the H200), check ~20, tests ~60, code stats
-# ~20 (not capped: in process, no timer), layer ~120 (16 torch.compile graphs of ~5 s), network
-# ~55 (nine eager models, ~25 steps each), then its compiled steps: what is left, at most
-# network-compiled (~40-60 s per compile, not measured yet: the report gives each first step).
-DEADLINE_S = 420
-BUDGET_S = {"check": 60, "tests": 150, "layer": 150, "network": 100, "network-compiled": 150}
+# Seconds per section: caps, inside DEADLINE_S from the start (build included), which leaves
+# 40 s of benchmarks/gpu_session.sh's 510 for Python's start, the copy to $OUT and a slow
+# section.  Expected on an H100/H200 (16 cores): build ~60 (measured on the H200), check ~20,
+# tests ~60, code stats ~20 (not capped: in process, no timer), host ~15, layer ~120 (16
+# torch.compile graphs of ~5 s), network: its channels_last eager steps ~35 (five models, ~25
+# steps each), then its compiled steps with what is left, at most network-compiled (~40-60 s per
+# compile, not measured yet: the report gives each first step), then the NCHW eager steps if
+# the network's budget still allows.
+DEADLINE_S = 470
+BUDGET_S = {"check": 60, "tests": 150, "host": 40, "layer": 150, "network": 100,
+            "network-compiled": 150}
 # torch.compile of the reference starts only with this much of the layer's budget left: one graph
 # takes seconds to compile, the other contenders' timings fractions of one
 COMPILE_RESERVE_S = 30
@@ -222,6 +228,40 @@ def error_text(error):
     return f"{type(error).__name__}: {text[:300]}"
 
 
+# bench_host's contenders timed here: "functional" runs the backend "auto" picks (the compiled
+# kernel, cuda, once built), "triton" the fallback, F.dropout the yardstick
+HOST_CONTENDERS = ("functional", "triton", "dropout")
+HOST_STEPS, HOST_ROUNDS = 100, 5
+
+
+def host(report, clock, *, device="cuda", steps=HOST_STEPS, rounds=HOST_ROUNDS):
+    """Host time per layer call on tiny tensors, and Triton's against the cuda path's (issue 19
+    point 3: at most 1.5x); device is a parameter for the CPU test of this code."""
+    from infodrop import bench_host
+    from infodrop._backends import resolve
+
+    budget_end = time.monotonic() + clock.budget("host")
+    auto = resolve("auto", torch.device(device))
+    records, left_out = [], []
+    for name in HOST_CONTENDERS:
+        if not bench_host.runs_on(name, device):
+            left_out.append(f"{name} (does not run on {device} here)")
+        elif time.monotonic() > budget_end:
+            left_out.append(f"{name} (the section's budget is spent)")
+        else:
+            records += bench_host.run(device, steps, rounds, contenders=(name,))
+    report.results["host"] = records
+    report.add(f"## Host time per layer call ({bench_host.SHAPE} tensors, infodrop/bench_host.py; "
+               f"best of {rounds} loops; functional runs the {auto!r} backend)", "")
+    if any(r["contender"] == "dropout" for r in records):
+        report.add("```", *bench_host.format_table(records).splitlines(), "```", "")
+    if left_out:
+        report.add(f"Not timed: {', '.join(left_out)}.", "")
+    for (pass_, measure), ratio in bench_host.ratios(records, "triton", "functional").items():
+        report.add(f"- Triton / {auto}, {pass_}, {measure}: {ratio:.2f}x (issue 19: at most 1.5x)")
+    report.add("")
+
+
 def layer(report, clock, rows, *, shapes=LAYER_SHAPES, contenders=LAYER_CONTENDERS, device="cuda"):
     """The layer's table; shapes, contenders and device are parameters for the CPU test of this
     code (tests/test_gpu_check.py), which has no GPU to run it on."""
@@ -391,15 +431,19 @@ def network(report, clock, *, builder=NETWORK, contenders=NETWORK_CONTENDERS, co
                         "ms": ms, "peak_GiB": peak, "first_step_s": first_s})
         return None
 
-    for suffix, layout in ((bn.CHANNELS_LAST, "channels_last"), ("", "NCHW")):
+    def eager_rows(suffix, layout):
         for stem, backend in contenders:
             if not suffix and stem in CHANNELS_LAST_ONLY:
                 continue
             if time.monotonic() > budget_end:
-                row(stem, backend, layout, "eager", "skipped: the section's budget is spent", "", "", "")
+                row(stem, backend, layout, "eager", "skipped: the section's budget is spent", "",
+                    "", "")
             else:
                 time_row(stem, backend, layout, suffix)
 
+    # channels_last first, then the compiled steps, then NCHW: the issue's target is the
+    # channels_last step, eager and compiled; the NCHW rows only show what the layout costs
+    eager_rows(bn.CHANNELS_LAST, "channels_last")
     # a run stopped from outside during a compile still leaves the eager table and the profile
     if table is not None:
         report.save_file("profile.txt", table)
@@ -419,6 +463,7 @@ def network(report, clock, *, builder=NETWORK, contenders=NETWORK_CONTENDERS, co
         compile_error = time_row(stem, backend, "channels_last", bn.CHANNELS_LAST, compile_backend)
         torch._dynamo.reset()  # the compiled graphs go with their model
         report.flush()
+    eager_rows("", "NCHW")
     report.add("")
     firsts = [f"{r['contender']} {r['first_step_s']:.0f} s" for r in records if r["compiled"]]
     if firsts:
@@ -429,6 +474,7 @@ def network(report, clock, *, builder=NETWORK, contenders=NETWORK_CONTENDERS, co
         report.add(f"## Top device ops of the converted step ({profiled[0]}, backend "
                    f"{profiled[1]}; 3 steps, torch.profiler key_averages by own device time)", "",
                    "```", *table.strip().splitlines(), "```", "")
+    report.flush()
 
 
 def header(report):
@@ -508,6 +554,7 @@ def main(argv=None):
     ok &= run_command("Tests marked cuda", pytest_command(), report, "tests.log", clock.budget("tests"))
     report.flush()
     rows = section("Counted code", report, code_stats, report, arch) or []
+    section("Host time", report, host, report, clock)
     section("The layer", report, layer, report, clock, rows)
     section("ResNet-50 step", report, network, report, clock)
     report.add(f"Whole run: {clock.elapsed():.0f} s.")

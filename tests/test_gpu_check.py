@@ -76,6 +76,34 @@ def cpu_report(tmp_path, monkeypatch):
     return gpu_check.Report(str(tmp_path / "run"))
 
 
+def test_host_section_times_the_backends_and_compares_triton_with_cuda(cpu_report):
+    """Issue 19 point 3 (Triton's host time per call at most 1.5x the cuda path's) is measured
+    on the GPU: the section times each contender that runs on the device and says which did
+    not (triton on the CPU without the interpreter)."""
+    from infodrop import bench_host
+
+    gpu_check.host(cpu_report, gpu_check.Clock(600), device="cpu", steps=2, rounds=1)
+    ran = [c for c in gpu_check.HOST_CONTENDERS if bench_host.runs_on(c, "cpu")]
+    records = cpu_report.results["host"]
+    assert [(r["contender"], r["pass"], r["measure"]) for r in records] == [
+        (c, p, m) for c in ran for p in bench_host.PASSES for m in bench_host.MEASURES]
+    assert all(r["host_us"] > 0 for r in records)
+    text = "\n".join(cpu_report.lines)
+    assert "functional runs the 'cpu' backend" in text
+    table = bench_host.format_table(records).splitlines()
+    assert table[-1] in text and table[-1].startswith("dropout")
+    if "triton" in ran:
+        assert text.count("- Triton / cpu, ") == len(bench_host.PASSES) * len(bench_host.MEASURES)
+    else:
+        assert "Not timed: triton (does not run on cpu here)." in text and "- Triton /" not in text
+
+
+def test_host_section_stops_at_its_budget(cpu_report):
+    gpu_check.host(cpu_report, gpu_check.Clock(0), device="cpu", steps=2, rounds=1)
+    assert cpu_report.results["host"] == []
+    assert "Not timed: functional (the section's budget is spent)" in "\n".join(cpu_report.lines)
+
+
 def test_layer_section_times_every_contender_in_both_layouts(cpu_report):
     clock = gpu_check.Clock(600)
     gpu_check.layer(cpu_report, clock, [], shapes=(((2, 3, 4, 5), torch.float32),),
@@ -185,11 +213,12 @@ def test_network_section_times_and_profiles_the_converted_step(cpu_report):
     text = "\n".join(cpu_report.lines)
     assert "FAILED" not in text and "skipped" not in text
     records = cpu_report.results["network"]
+    # channels_last, then compiled, then NCHW: the target's rows before the diagnostic ones
     assert [(r["contender"], r["backend"], r["layout"], r["compiled"]) for r in records] == [
         ("plain", None, "channels_last", False), ("heads-1x1", None, "channels_last", False),
         ("fused-1x1", "cpu", "channels_last", False),
-        ("plain", None, "NCHW", False), ("fused-1x1", "cpu", "NCHW", False),
-        ("plain", None, "channels_last", True), ("fused-1x1", "cpu", "channels_last", True)]
+        ("plain", None, "channels_last", True), ("fused-1x1", "cpu", "channels_last", True),
+        ("plain", None, "NCHW", False), ("fused-1x1", "cpu", "NCHW", False)]
     assert all(r["ms"] > 0 and r["first_step_s"] > 0 for r in records)
     assert {r["compile_backend"] for r in records} == {None, "aot_eager"}
     assert counters["stats"]["unique_graphs"] == 2 and counters["aot_autograd"]["ok"] == 2
