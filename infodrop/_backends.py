@@ -36,8 +36,7 @@ def backends(detail: bool = False) -> dict:
     once per process: importing triton does not show that it supports the GPU)."""
     gpu = torch.cuda.is_available()
     triton_importable = TRITON_IMPORTABLE
-    built = {"cpu": _ops.COMPILED, "cuda": _ops.CUDA_BUILT, "triton": triton_importable,
-             "reference": True}
+    built = {name: _built(name) for name in NAMES}
     runs = {
         "cpu": built["cpu"],
         "cuda": built["cuda"] and gpu,
@@ -74,6 +73,12 @@ def check_backend_name(backend: str) -> None:
         raise ValueError(f"backend must be 'auto' or one of {NAMES}, got {backend!r}")
 
 
+def _built(backend: str) -> bool:
+    """Whether the backend's code is installed here (compiled, or triton importable)."""
+    return {"cpu": _ops.COMPILED, "cuda": _ops.CUDA_BUILT, "triton": TRITON_IMPORTABLE,
+            "reference": True}[backend]
+
+
 def _runs_on(backend: str, device: torch.device) -> bool:
     if backend == "reference":
         return True
@@ -100,6 +105,10 @@ def resolve(backend: str, device: torch.device) -> str:
     if backend == "auto":
         return _auto(device)
     check_backend_name(backend)
+    if _runs_on(backend, device) and _built(backend):
+        # then it is available: tensors on a CUDA device mean a GPU is there (no query per
+        # call: backends() asks the driver and builds a dict, a few us of every call)
+        return backend
     available = backends()
     if not available[backend]:
         have = [name for name, ok in available.items() if ok]

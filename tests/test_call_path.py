@@ -33,6 +33,20 @@ def test_backend_resolution_does_not_search_the_import_path_per_call(monkeypatch
     assert calls == []
 
 
+def test_an_explicit_backend_is_resolved_without_asking_the_driver(monkeypatch):
+    """backend="cpu" (or "triton", "cuda") went through backends(), which asked
+    torch.cuda.is_available() and built a dict on every call; tensors on the backend's device
+    already say it can run there."""
+    x, logit = make_inputs((2, 4))
+    asked = []
+    real = torch.cuda.is_available
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: asked.append(1) or real())
+    for backend in ("cpu", "reference"):
+        infodrop.information_dropout(x, logit, backend=backend)
+        assert _backends.resolve(backend, torch.device("cpu")) == backend
+    assert asked == []
+
+
 def _saved_scalars(x, logit, **options):
     """The 0-dim tensors autograd saves for the backward (seed, mu, sigma) of one call."""
     saved = []
