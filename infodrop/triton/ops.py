@@ -271,10 +271,10 @@ torch.library.register_autograd(
 
 class InformationDropoutTriton(torch.autograd.Function):
     """The op's forward and backward bodies with the op's autograd, called directly: an eager
-    call on plain tensors skips torch.library's custom-op dispatch (Python), which took about
-    half the host time of a forward + backward with the kernels stubbed out (CPU: forward
-    ~50 -> ~30 us, forward + backward ~210 -> ~120 us), as the cuda path's typed binding skips
-    torch.ops' argument conversion.  wrap_triton is off in the bodies, as triton_op turns it
+    call on plain tensors skips torch.library's custom-op dispatch (Python), which took a third
+    of a forward's host time and 40% of a forward + backward's with the kernels stubbed out
+    (docs/performance.md), as the cuda path's typed binding skips torch.ops' argument
+    conversion.  wrap_triton is off in the bodies, as triton_op turns it
     off for plain tensors: through it each launch would go through a higher-order op.  The
     context is set up inside forward: with a separate setup_context, Function.apply binds its
     arguments through inspect.signature on every call."""
