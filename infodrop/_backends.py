@@ -99,13 +99,15 @@ def _auto(device: torch.device) -> str:
     return "reference"
 
 
-def resolve(backend: str, device: torch.device) -> str:
+def resolve(backend: str, device: torch.device, *, tensors_on_device: bool = True) -> str:
     """The backend that runs a call on tensors of this device ("auto": the fastest available of
-    cuda > triton > cpu > reference that runs on that device)."""
+    cuda > triton > cpu > reference that runs on that device).  ``tensors_on_device=False``
+    where the call has no tensors there yet (noise() takes a device by name): an explicit
+    backend is then checked against what this machine has, as it would be without a GPU."""
     if backend == "auto":
         return _auto(device)
     check_backend_name(backend)
-    if _runs_on(backend, device) and _built(backend):
+    if tensors_on_device and _runs_on(backend, device) and _built(backend):
         # then it is available: tensors on a CUDA device mean a GPU is there (no query per
         # call: backends() asks the driver and builds a dict, a few us of every call)
         return backend

@@ -159,7 +159,7 @@ def noise(shape, seed, offset=0, *, start=0, device="cpu", dtype=torch.float32, 
     if _as_uint64(start_bits) + numel > 1 << 64:
         raise ValueError("start + numel must not exceed 2**64")
     device = torch.device(device)
-    chosen = resolve(backend, device)
+    chosen = resolve(backend, device, tensors_on_device=False)
     if chosen == "reference":
         return reference.noise(shape, seed, offset, start=start, device=device, dtype=dtype)
     seed_t = torch.full((), seed_bits, dtype=torch.int64, device=device)

@@ -56,6 +56,24 @@ def test_unknown_or_unavailable_backend():
             infodrop.information_dropout(X, L, backend=name)
 
 
+def test_noise_names_what_is_available_for_a_device_that_is_not_there(monkeypatch):
+    """noise() takes a device, not tensors already on it: backend='cuda' or 'triton' for
+    device='cuda' where no GPU is visible must raise infodrop's error, which says what can run,
+    not the driver's from the first allocation (the explicit backends' fast path in resolve()
+    holds for a call's tensors only)."""
+    from infodrop import _backends
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a GPU machine too
+    # triton under the interpreter runs anywhere: the device is then torch's to refuse
+    names = [name for name in ("cuda", "triton") if _backends._built(name)
+             and not (name == "triton" and _backends.TRITON_INTERPRETED)]
+    if not names:
+        pytest.skip("neither the CUDA extension nor triton is installed here")
+    for name in names:
+        with pytest.raises(RuntimeError, match=f"backend '{name}' is not available here; available"):
+            infodrop.noise((4,), 1, device="cuda", backend=name)
+
+
 @requires_compiled
 def test_direct_op_calls_are_checked_too():
     args = [X, L, torch.tensor(1), 0, torch.tensor(0.0), torch.tensor(1.0), "log_uniform", 0.7,
