@@ -3,9 +3,12 @@
 autograd.Function (infodrop.triton.ops.InformationDropoutTriton), not through torch.library's
 custom-op dispatch, which took about half the host time of a forward + backward; and it gives
 what the op gives, bit for bit, gradients included.  Whatever must see the op (a dispatch mode,
-torch.func transforms, torch.compile: tests/test_compile_modes.py) still gets it.  Runs where
+torch.func transforms, torch.jit.trace, torch.compile: tests/test_compile_modes.py) still gets
+it.  Runs where
 the Triton kernels run: on a GPU, and on the CPU under TRITON_INTERPRET=1 (tests/test_triton.py
 runs this file so)."""
+
+import warnings
 
 import pytest
 import torch
@@ -103,3 +106,21 @@ def test_torch_func_transforms_still_get_the_op():
         want, _ = torch.ops.infodrop_triton.information_dropout(
             x[b], logit[b], seed, 0, zero, one, "log_uniform", 0.7, 1e-3, False, False, True)
         assert torch.equal(got[b], want)
+
+
+def test_torch_jit_trace_records_the_op():
+    """The tracer records dispatcher ops only: through the direct path it saw the body's
+    allocations and sums, not the kernels, and the trace failed (interpreter) or replayed
+    without them; it gets the op, as it did before the direct path (the cuda path's typed
+    binding goes through the dispatcher and is recorded)."""
+    x, logit = (t.detach() for t in _inputs())
+
+    def call(a, b):
+        return infodrop.information_dropout(a, b, seed=3, backend="triton")[0]
+
+    with warnings.catch_warnings():  # the checks on shapes become constants of the trace
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(call, (x, logit), check_trace=False)
+    assert "infodrop_triton::information_dropout" in {n.kind() for n in traced.graph.nodes()}
+    other = x.flip(0)
+    assert torch.equal(traced(other, logit), call(other, logit))

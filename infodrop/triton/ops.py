@@ -298,7 +298,8 @@ _eager_backward = _backward_through(_backward)
 def fused(x, alpha_logit, seed, offset, mu, sigma, *options, direct=False):
     """infodrop_triton::information_dropout as infodrop.information_dropout calls it; with
     ``direct`` (an eager call on plain tensors: functional._direct_call_allowed) and neither a
-    dispatch mode nor a torch.func transform active, which must see the op, through
+    dispatch mode, a torch.func transform nor torch.jit.trace active, which must see the op
+    (the tracer records dispatcher ops, not the bodies' kernel launches), through
     InformationDropoutTriton.
     Its autograd is registered in Python without a forward-mode derivative, where PyTorch would
     silently give zero tangents: forward-mode AD (and torch.func.jvp) raises instead, as for
@@ -309,7 +310,8 @@ def fused(x, alpha_logit, seed, offset, mu, sigma, *options, direct=False):
                                "not implemented; use backend='reference' for forward-mode "
                                "derivatives")
     if (direct and _get_current_dispatch_mode() is None
-            and torch._C._functorch.peek_interpreter_stack() is None):
+            and torch._C._functorch.peek_interpreter_stack() is None
+            and not torch._C._is_tracing()):
         if torch.is_grad_enabled() and any(t.requires_grad for t in (x, alpha_logit, mu, sigma)):
             return InformationDropoutTriton.apply(x, alpha_logit, seed, offset, mu, sigma,
                                                   *options)
