@@ -186,7 +186,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward_through(backward_op):
     """The autograd backward of the forward op, given what runs its backward op: that op
-    (registered autograd, below) or its body (_Eager)."""
+    (registered autograd, below) or its body (InformationDropoutTriton)."""
 
     def backward(ctx, grad_z, grad_kl):
         x, alpha_logit, seed, mu, sigma = ctx.saved_tensors
@@ -200,9 +200,9 @@ def _backward_through(backward_op):
 
 
 def _forward(x: torch.Tensor, alpha_logit: torch.Tensor, seed: torch.Tensor,
-                        offset: int, mu: torch.Tensor, sigma: torch.Tensor, prior: str,
-                        max_alpha: float, alpha_min: float, mask_inactive: bool, unit_mean: bool,
-                        apply_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+             offset: int, mu: torch.Tensor, sigma: torch.Tensor, prior: str,
+             max_alpha: float, alpha_min: float, mask_inactive: bool, unit_mean: bool,
+             apply_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Two kernels: the fused forward, which writes z in x's memory format and one KL partial
     per program, and the sum of each sample's partials."""
     _check(x, alpha_logit, seed, mu, sigma, prior)
