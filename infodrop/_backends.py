@@ -75,8 +75,11 @@ def check_backend_name(backend: str) -> None:
 
 def _built(backend: str) -> bool:
     """Whether the backend's code is installed here (compiled, or triton importable)."""
-    return {"cpu": _ops.COMPILED, "cuda": _ops.CUDA_BUILT, "triton": TRITON_IMPORTABLE,
-            "reference": True}[backend]
+    if backend == "triton":
+        return TRITON_IMPORTABLE
+    if backend == "cuda":
+        return _ops.CUDA_BUILT
+    return _ops.COMPILED if backend == "cpu" else True
 
 
 def _runs_on(backend: str, device: torch.device) -> bool:

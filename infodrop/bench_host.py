@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from ._backends import TRITON_INTERPRETED, backends
+from ._backends import _runs_on, backends
 from .functional import information_dropout
 from .modules import InformationDropout
 
@@ -143,7 +143,7 @@ def runs_on(name: str, device: str) -> bool:
     interpreter, TRITON_INTERPRET=1, for CPU tensors) and triton installed; the others always."""
     if name != "triton":
         return True
-    return backends()["triton"] and (torch.device(device).type == "cuda" or TRITON_INTERPRETED)
+    return backends()["triton"] and _runs_on("triton", torch.device(device))
 
 
 def run(device: str = "cpu", steps: int = 200, rounds: int = 5, contenders=None):
