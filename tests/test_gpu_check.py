@@ -98,6 +98,17 @@ def test_host_section_times_the_backends_and_compares_triton_with_cuda(cpu_repor
         assert "Not timed: triton (does not run on cpu here)." in text and "- Triton /" not in text
 
 
+def test_host_section_gives_no_ratio_of_triton_to_itself(cpu_report, monkeypatch):
+    """Without the CUDA extension "auto" runs Triton on a GPU: functional is Triton then."""
+    from infodrop import _backends
+
+    monkeypatch.setattr(_backends, "resolve", lambda backend, device: "triton")
+    gpu_check.host(cpu_report, gpu_check.Clock(600), device="cpu", steps=1, rounds=1)
+    text = "\n".join(cpu_report.lines)
+    assert "No Triton / cuda ratio: functional ran the 'triton' backend itself" in text
+    assert "- Triton /" not in text
+
+
 def test_host_section_stops_at_its_budget(cpu_report):
     gpu_check.host(cpu_report, gpu_check.Clock(0), device="cpu", steps=2, rounds=1)
     assert cpu_report.results["host"] == []
