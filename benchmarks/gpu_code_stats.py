@@ -10,7 +10,7 @@ how the path is found) by class, with the issue floor (the busiest pipe or issue
 floor (special-function unit and conversions alone, 16 per SM and clock) in ps per element on
 an H100 SXM (132 SMs, 1.98 GHz) or A100 (108 SMs, 1.41 GHz) next to the memory floor.
 --predict adds the predicted times of the kernels at ResNet-50's shapes on an H200
-(PREDICT below says how).
+(PREDICT below says how), and of the converted ResNet-50 step (RESNET_STEP_MEASURED).
 """
 
 import argparse
@@ -143,6 +143,65 @@ RESNET_SHAPES = [((128, 256, 56, 56), "bfloat16"), ((128, 512, 28, 28), "bfloat1
                  ((128, 1024, 14, 14), "bfloat16"), ((128, 512, 28, 28), "float32")]
 
 
+# The converted ResNet-50 step measured on the H200 (shared/docs/gpu-measurements-h200.md,
+# 2026-12-04; batch 128, bf16 autocast, channels_last, 1x1 alpha heads on layer2-4), ms per
+# step: plain; converted; what the converted step's transposing copies took (aten::copy_, less
+# the dropout model's), which issue 18 removed; and its fused kernels then (forward + backward,
+# on the contiguous copies), which the channels-last kernels predicted here replace.
+RESNET_STEP_MEASURED = dict(plain=29.7, converted=36.4, copies=4.25, kernels=1.13)
+RESNET_STEP_TARGET = 1.06  # issue 19: the converted step at most 1.06x the plain one
+# Where the converted step runs Information Dropout: the outputs of layer2-4, bfloat16
+RESNET_TARGETS = [("layer2", (128, 512, 28, 28)), ("layer3", (128, 1024, 14, 14)),
+                  ("layer4", (128, 2048, 7, 7))]
+
+
+def channels_last_kernel(shape, element_bytes=2):
+    """The CUDA kernel that walks a channels_last (B, C, ...) tensor in place, as csrc/cuda/
+    walker.h's last_shape picks it for a fresh tensor (its pointers aligned): pairs of channels
+    where C is even and the type has at most 4 bytes, their Philox groups straddling where the
+    positions per channel are not a multiple of 4; one channel per tile otherwise."""
+    positions = 1
+    for n in shape[2:]:
+        positions *= n
+    if element_bytes > 4 or shape[1] % 2:
+        return "cl-single"
+    return "cl-pairs" if positions % 4 == 0 else "cl-pairs straddling"
+
+
+def _numel(shape):
+    numel = 1
+    for n in shape:
+        numel *= n
+    return numel
+
+
+def resnet_step(rows):
+    """The converted ResNet-50 step predicted from the CUDA rows: the measured step without its
+    copies and its kernels of then, plus the channels-last kernels' predicted time (PREDICT)."""
+    kernels = {(r["kernel"], r["dtype"]): r for r in rows if r["backend"] == "cuda"}
+    lines = ["The converted ResNet-50 step predicted on an H200 (CUDA kernels, bfloat16, "
+             "channels_last in place; RESNET_STEP_MEASURED), us per step", "",
+             "| layer | shape | kernel | contiguous fwd + bwd | channels_last fwd + bwd |",
+             "|---|---|---|---|---|"]
+    contiguous = walked = 0.0
+    for name, shape in RESNET_TARGETS:
+        kind = channels_last_kernel(shape)
+        numel = _numel(shape)
+        c = sum(predicted_us(kernels[(k, "bfloat16")], numel) for k in ("forward", "backward"))
+        w = sum(predicted_us(kernels[(f"{k} {kind}", "bfloat16")], numel)
+                for k in ("forward", "backward"))
+        contiguous, walked = contiguous + c, walked + w
+        lines.append(f"| {name} | {'x'.join(map(str, shape))} | {kind} | {c:.0f} | {w:.0f} |")
+    lines.append(f"| all | | | {contiguous:.0f} | {walked:.0f} ({walked / contiguous - 1:+.1%}) |")
+    m = RESNET_STEP_MEASURED
+    step = m["converted"] - m["copies"] - m["kernels"] + walked / 1000
+    lines += ["", f"Step: {m['converted']} ms measured - {m['copies']} (copies) - {m['kernels']} "
+              f"(kernels then) + {walked / 1000:.3f} (channels_last kernels predicted) = "
+              f"{step:.2f} ms, {step / m['plain']:.4f}x plain ({m['plain']} ms; issue 19: at most "
+              f"{RESNET_STEP_TARGET}x, {RESNET_STEP_TARGET * m['plain']:.2f} ms)"]
+    return "\n".join(lines)
+
+
 def predicted_us(row, numel):
     """The predicted time of one call of the kernel of `row` on `numel` elements (PREDICT)."""
     memory = row["memory_ps"] * 3.0e12 / PREDICT["bandwidth"] / PREDICT["memory_efficiency"]
@@ -162,14 +221,14 @@ def predictions(rows):
                   "| shape | dtype | forward | backward | forward + backward |",
                   "|---|---|---|---|---|"]
         for shape, dtype in RESNET_SHAPES:
-            numel = 1
-            for n in shape:
-                numel *= n
+            numel = _numel(shape)
             fwd = predicted_us(kernels[("forward", dtype)], numel)
             bwd = predicted_us(kernels[("backward", dtype)], numel)
             lines.append(f"| {'x'.join(map(str, shape))} | {dtype} | {fwd:.0f} | {bwd:.0f} | "
                          f"{fwd + bwd:.0f} |")
         lines.append("")
+        if backend == "cuda":
+            lines += [resnet_step(rows), ""]
     return "\n".join(lines).rstrip()
 
 

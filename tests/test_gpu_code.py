@@ -217,3 +217,39 @@ def test_mufu_floor_is_the_special_function_unit_alone():
     counts["fp32"] = 60.0
     assert sass.cycles_per_sm(counts, 90) == pytest.approx(86.5 / 128)
     assert sass.mufu_cycles_per_sm(counts, 90) == pytest.approx(6.5 / 16)
+
+
+def test_channels_last_kernel_is_the_walkers_choice():
+    """walker.h's last_shape: pairs where C is even and the type has at most 4 bytes, their
+    Philox groups straddling where S % 4 != 0 (ResNet-50's layer4: 7 x 7)."""
+    pick = gpu_code_stats.channels_last_kernel
+    assert pick((128, 512, 28, 28)) == pick((128, 1024, 14, 14)) == "cl-pairs"
+    assert pick((128, 2048, 7, 7)) == "cl-pairs straddling"
+    assert pick((8, 3, 4, 4)) == pick((8, 4, 4, 4), element_bytes=8) == "cl-single"
+
+
+def test_resnet_step_prediction_adds_the_channels_last_kernels_to_the_measured_step():
+    """The step predicted from the rows it is given: a change in one kernel's count moves it."""
+    def rows(straddling_issue_ps):
+        out = []
+        for kernel in ("forward", "backward"):
+            for kind, issue in (("", 1.0), (" cl-pairs", 2.0),
+                                (" cl-pairs straddling", straddling_issue_ps)):
+                out.append(dict(backend="cuda", kernel=kernel + kind, dtype="bfloat16",
+                                issue_ps=issue, memory_ps=0.0))
+        return out
+
+    def step_ms(text):
+        return float(re.search(r"= ([0-9.]+) ms, ([0-9.]+)x plain", text).group(1))
+
+    slow, fast = (gpu_code_stats.resnet_step(rows(ps)) for ps in (10.0, 2.0))
+    # per layer and pass: issue_ps / 0.69 per element plus 3 us (PREDICT); layer4 has 12.8M
+    layer4 = 128 * 2048 * 49
+    moved = 2 * (10.0 - 2.0) / gpu_code_stats.PREDICT["issue_efficiency"] * layer4 * 1e-6
+    assert step_ms(slow) - step_ms(fast) == pytest.approx(moved / 1000, abs=0.006)
+    m = gpu_code_stats.RESNET_STEP_MEASURED
+    walked = sum(2 * (2.0 / 0.69 * 128 * n * 1e-6 + 3.0)
+                 for n in (512 * 784, 1024 * 196, 2048 * 49))
+    assert step_ms(fast) == pytest.approx(m["converted"] - m["copies"] - m["kernels"]
+                                          + walked / 1000, abs=0.006)
+    assert "| layer4 | 128x2048x7x7 | cl-pairs straddling |" in slow
