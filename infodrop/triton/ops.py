@@ -274,10 +274,10 @@ class InformationDropoutTriton(torch.autograd.Function):
     call on plain tensors skips torch.library's custom-op dispatch (Python), which took a third
     of a forward's host time and 40% of a forward + backward's with the kernels stubbed out
     (docs/performance.md), as the cuda path's typed binding skips torch.ops' argument
-    conversion.  wrap_triton is off in the bodies, as triton_op turns it
-    off for plain tensors: through it each launch would go through a higher-order op.  The
-    context is set up inside forward: with a separate setup_context, Function.apply binds its
-    arguments through inspect.signature on every call."""
+    conversion.  wrap_triton is off in the bodies, as triton_op turns it off for plain tensors:
+    through it each launch would go through a higher-order op.  The context is set up inside
+    forward: with a separate setup_context, Function.apply binds its arguments through
+    inspect.signature on every call."""
 
     @staticmethod
     def forward(ctx, *inputs):
@@ -300,8 +300,7 @@ def fused(x, alpha_logit, seed, offset, mu, sigma, *options, direct=False):
     ``direct`` (an eager call on plain tensors: functional._direct_call_allowed) and neither a
     dispatch mode, a torch.func transform nor torch.jit.trace active, which must see the op
     (the tracer records dispatcher ops, not the bodies' kernel launches), through
-    InformationDropoutTriton.
-    Its autograd is registered in Python without a forward-mode derivative, where PyTorch would
+    InformationDropoutTriton.  Its autograd is registered in Python without a forward-mode derivative, where PyTorch would
     silently give zero tangents: forward-mode AD (and torch.func.jvp) raises instead, as for
     the compiled ops."""
     for t in (x, alpha_logit, mu, sigma):
