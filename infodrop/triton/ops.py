@@ -300,9 +300,9 @@ def fused(x, alpha_logit, seed, offset, mu, sigma, *options, direct=False):
     ``direct`` (an eager call on plain tensors: functional._direct_call_allowed) and neither a
     dispatch mode, a torch.func transform nor torch.jit.trace active, which must see the op
     (the tracer records dispatcher ops, not the bodies' kernel launches), through
-    InformationDropoutTriton.  Its autograd is registered in Python without a forward-mode derivative, where PyTorch would
-    silently give zero tangents: forward-mode AD (and torch.func.jvp) raises instead, as for
-    the compiled ops."""
+    InformationDropoutTriton.  Its autograd is registered in Python without a forward-mode
+    derivative, where PyTorch would silently give zero tangents: forward-mode AD (and
+    torch.func.jvp) raises instead, as for the compiled ops."""
     for t in (x, alpha_logit, mu, sigma):
         if torch.autograd.forward_ad.unpack_dual(t).tangent is not None:
             raise RuntimeError("infodrop_triton::information_dropout: forward-mode AD (jvp) is "
