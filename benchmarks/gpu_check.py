@@ -201,6 +201,9 @@ def code_stats(report, arch):
     rows += stats.triton_rows(table_arch)
     report.add(f"## Counted code (benchmarks/gpu_code_stats.py, sm_{table_arch})", "",
                stats.table(rows, table_arch), "")
+    if table_arch == 90 and rows:  # PREDICT is calibrated on sm_90 (the H200's first run)
+        report.add("## Predicted from these counts before this run (gpu_code_stats --predict), "
+                   "to compare with the tables below", "", stats.predictions(rows), "")
     return rows
 
 

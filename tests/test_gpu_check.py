@@ -321,3 +321,34 @@ def test_pip_install_without_build_isolation_or_index(built_copy, tmp_path):
                           text=True, timeout=300, env={**env, "PYTHONPATH": str(target)})
     assert used.returncode == 0, used.stderr
     assert used.stdout.strip() == str(target / "infodrop" / "__init__.py")
+
+
+def _counted_rows():
+    """Rows of gpu_code_stats for every kernel its predictions read, from made-up counts."""
+    from benchmarks import gpu_code_stats as stats
+    from benchmarks import sass
+
+    counts = dict.fromkeys(sass.CLASSES, 0.0)
+    counts.update(fp32=20.0, alu=20.0, mufu=5.0)
+    kinds = ["", " cl-pairs", " cl-pairs straddling"]
+    return [stats._row(backend, kernel + kind, dtype, 48, 0, 0, 256, counts, 1, 90)
+            for backend in ("cuda", "triton") for kernel in ("forward", "backward")
+            for dtype in stats.DTYPES for kind in (kinds if backend == "cuda" else [""])]
+
+
+def test_counted_code_section_gives_the_predictions_to_compare_with(cpu_report, monkeypatch):
+    from benchmarks import gpu_code_stats as stats
+
+    rows = _counted_rows()
+    monkeypatch.setattr(stats, "cuda_library", lambda: "library")
+    monkeypatch.setattr(stats, "cuda_rows", lambda library, arch: [r for r in rows
+                                                                     if r["backend"] == "cuda"])
+    monkeypatch.setattr(stats, "triton_rows", lambda arch: [r for r in rows
+                                                            if r["backend"] == "triton"])
+    assert gpu_check.code_stats(cpu_report, 90) == rows
+    text = "\n".join(cpu_report.lines)
+    assert "## Predicted from these counts before this run" in text
+    assert stats.predictions(rows) in text and "The converted ResNet-50 step predicted" in text
+    cpu_report.lines.clear()
+    gpu_check.code_stats(cpu_report, 80)  # PREDICT holds for sm_90 only
+    assert "## Predicted" not in "\n".join(cpu_report.lines)
