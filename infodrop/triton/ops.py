@@ -86,7 +86,8 @@ class _Walk:
         """t laid out as the walked x: itself where its layout is the same (any strides of its
         size-1 dimensions), else a copy (one pass over t, e.g. an alpha head that returns
         another memory format than x)."""
-        if t is self.x or walkable_layout(t) == self.layout:
+        # equal strides (sizes are checked equal): the same layout, without walking it
+        if t is self.x or t.stride() == self.x.stride() or walkable_layout(t) == self.layout:
             return t
         return torch.empty_like(self.x).copy_(t)
 
@@ -95,8 +96,8 @@ class _Walk:
         and the buffer the kernel writes, laid out as the walked x: the result itself where
         the two agree, else a scratch that _finish copies into the result."""
         result = torch.empty_like(like)
-        return result, (result if walkable_layout(result) == self.layout
-                        else torch.empty_like(self.x))
+        same = result.stride() == self.x.stride() or walkable_layout(result) == self.layout
+        return result, (result if same else torch.empty_like(self.x))
 
 
 def _finish(result, work):
