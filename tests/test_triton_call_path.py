@@ -19,9 +19,11 @@ import infodrop
 from ._helpers import interpreted
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     not infodrop.backends()["triton"] or (DEVICE == "cpu" and not interpreted()),
-    reason="the Triton kernels run on a GPU, or on the CPU under TRITON_INTERPRET=1")
+    reason="the Triton kernels run on a GPU, or on the CPU under TRITON_INTERPRET=1")]
+if DEVICE == "cuda":  # then among the tests `make gpu-check` runs (-m cuda)
+    pytestmark.append(pytest.mark.cuda)
 
 
 def _inputs(dtype=torch.float32):
