@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .adapters import InfoDropout, InfoDropWrapper, alpha_of_dropout_rate
-from .modules import InformationDropout, track_kl
+from .modules import InformationDropout, _compiled_module, track_kl
 
 ALPHA_HEADS = ("conv", "1x1")
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -50,6 +50,11 @@ def convert(model, targets=(), *, replace_dropout=False, alpha_head="conv", kl_w
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if _compiled_module(model) is not model:
+        # its named_modules() are the compiled module's under "_orig_mod.", and a graph
+        # compiled before the change would be thrown away at the next call
+        raise ValueError("convert: model is a torch.compile wrapper (OptimizedModule): convert "
+                         "the model, then compile it: torch.compile(infodrop.convert(model, ...))")
     if alpha_head not in ALPHA_HEADS:
         raise ValueError(f"alpha_head must be one of {ALPHA_HEADS}, got {alpha_head!r}")
     if isinstance(targets, str):

@@ -400,3 +400,12 @@ def test_kl_divergence_of_the_compiled_model_compiles_it_once():
     assert len(layers) == 3
     torch.testing.assert_close(kl, sum(layer.kl for layer in layers))
     assert kl.shape == (2,) and kl.requires_grad
+
+
+def test_converting_a_compiled_model_says_to_convert_first():
+    """The wrapper's modules are the model's under "_orig_mod.": a target named as in the model
+    was reported missing, with no word of the compile."""
+    compiled = torch.compile(_small_cnn(), backend="eager")
+    with pytest.raises(ValueError, match="torch.compile wrapper .* convert the model, then "
+                                         "compile it"):
+        infodrop.convert(compiled, ["1"], example_input=X)
