@@ -7,17 +7,25 @@
 //   noise <n> <start> <aligned 0|1> <resident_blocks>
 //   last <samples> <channels> <positions> <element_bytes> <pairs_aligned 0|1> <resident_blocks>
 //        <max_rows>
-// stdout, one line per launch: "ok <blocks> <rows>" or "FAIL <what went wrong>".
+//   four <seed> <offset> <first> <count>: noise_of_four(i0) (elementwise.h, the straddling
+//        tiles' noise) against noise_at(i0 + k), bit for bit, for i0 = first .. first + count - 1
+// stdout, one line per launch: "ok <blocks> <rows>" (four: "ok") or "FAIL <what went wrong>".
 #include <cstdint>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "cuda/walker.h"
+#include "infodrop/elementwise.h"
 #include "infodrop/layout.h"
 
 using namespace infodrop::cuda;
+using infodrop::noise_at;
+using infodrop::noise_of_four;
+using infodrop::pick_lanes;
+using infodrop::StreamKey;
 
 namespace {
 
@@ -224,6 +232,21 @@ std::string run(const std::string& line) {
         max_rows;
     return walk_last(samples, channels, positions, element_bytes, pairs_aligned, resident,
                      max_rows);
+  }
+  if (kind == "four") {
+    uint64_t seed, offset, first, count;
+    in >> seed >> offset >> first >> count;
+    const StreamKey key(seed, offset);
+    for (uint64_t i0 = first; i0 != first + count; ++i0) {
+      float eps[4];
+      noise_of_four(i0, key, eps);
+      for (int k = 0; k < 4; ++k) {
+        const float want = noise_at(i0 + k, key);
+        require(std::memcmp(&eps[k], &want, sizeof want) == 0, "noise_of_four(", i0, ")[", k,
+                "] = ", eps[k], ", stream index ", i0 + k, " has ", want);
+      }
+    }
+    return "ok";
   }
   require(kind == "noise", "unknown launch kind ", kind);
   int64_t n;

@@ -75,6 +75,12 @@ def _last_launches():
     return launches
 
 
+# noise_of_four from every residue of i0, across group boundaries, with a group's high word
+# set (i0 >= 2^34) and a 64-bit offset
+FOUR_LAUNCHES = ["four 1 0 0 64", "four 12345678901 3 17179869180 9",
+                 "four 18446744073709551615 4294967297 1000 33"]
+
+
 def _build(directory: pathlib.Path, walker_dir: pathlib.Path) -> pathlib.Path:
     binary = directory / "harness"
     subprocess.run([CXX, "-std=c++17", "-O2", "-Wall", "-Werror", f"-I{walker_dir}",
@@ -147,21 +153,33 @@ MUTANTS = {
     "pairs of odd channels": ("channels % 2 == 0 && pairs_aligned",
                               "channels % 1 == 0 && pairs_aligned"),
     "noise lanes shifted by one too few": ("(r & 2) ? joined[j + 2]", "(r & 2) ? joined[j + 1]"),
+    "straddling noise's third pair from the wrong group": ("late ? b.r2 : a.r0",
+                                                           "late ? a.r2 : a.r0"),
     "noise groups one short": ("((start_ + static_cast<uint64_t>(n_) - 1) >> 2) - (start_ >> 2) + 1",
                                "((start_ + static_cast<uint64_t>(n_) - 1) >> 2) - (start_ >> 2)"),
 }
 
 
+def test_straddling_tiles_noise_is_the_streams(harness):
+    """A channels-last tile whose channel straddles two Philox groups draws both groups' words
+    but three Box-Muller pairs (elementwise.h noise_of_four): each of its four values must be
+    the stream's at its index, for every i0 % 4."""
+    results = _run(harness, FOUR_LAUNCHES)
+    assert all(line == "ok" for line in results.values()), results
+
+
 @pytest.mark.parametrize("mutant", MUTANTS)
 def test_harness_catches_a_broken_walker(mutant, tmp_path):
     original, broken = MUTANTS[mutant]
-    source = WALKER.read_text()
-    assert source.count(original) == 1, f"walker.h changed: update the mutant {mutant!r}"
-    (tmp_path / "infodrop").mkdir()
+    shutil.copytree(ROOT / "csrc" / "infodrop", tmp_path / "infodrop")
     (tmp_path / "cuda").mkdir()
-    shutil.copy(ROOT / "csrc" / "infodrop" / "lanes.h", tmp_path / "infodrop" / "lanes.h")
-    shutil.copy(ROOT / "csrc" / "infodrop" / "layout.h", tmp_path / "infodrop" / "layout.h")
-    (tmp_path / "cuda" / "walker.h").write_text(source.replace(original, broken))
+    shutil.copy(WALKER, tmp_path / "cuda" / "walker.h")
+    # the walk is walker.h's; the lanes a tile's noise is picked from are elementwise.h's
+    holders = [path for path in (tmp_path / "cuda" / "walker.h",
+                                 tmp_path / "infodrop" / "elementwise.h")
+               if path.read_text().count(original) == 1]
+    assert len(holders) == 1, f"walker.h or elementwise.h changed: update the mutant {mutant!r}"
+    holders[0].write_text(holders[0].read_text().replace(original, broken))
     results = _run(_build(tmp_path, tmp_path),
-                   _step_launches() + _noise_launches() + _last_launches())
+                   _step_launches() + _noise_launches() + _last_launches() + FOUR_LAUNCHES)
     assert any(line.startswith("FAIL ") for line in results.values())

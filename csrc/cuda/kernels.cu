@@ -342,11 +342,8 @@ __device__ __forceinline__ void tile_noise(uint64_t first, int64_t positions, bo
       noise_group<kNoiseInLog2<S>>(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key,
                   &eps[4 * w]);
     } else {
-      float a[4], b[4], e[4];
-      noise_group<kNoiseInLog2<S>>(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32), key, a);
-      const uint64_t next = group + 1;
-      noise_group<kNoiseInLog2<S>>(static_cast<uint32_t>(next), static_cast<uint32_t>(next >> 32), key, b);
-      pick_lanes(a, b, static_cast<unsigned>(i0 & 3), e);
+      float e[4];
+      noise_of_four<kNoiseInLog2<S>>(i0, key, e);
 #pragma unroll
       for (int k = 0; k < 4; ++k) eps[4 * w + k] = e[k];
     }

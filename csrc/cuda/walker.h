@@ -232,18 +232,5 @@ INFODROP_HD void for_each_tile(const LastShape& shape, unsigned block, unsigned 
   }
 }
 
-// The noise of 4 logically consecutive elements from index i0 on, where i0 % 4 = r is not known
-// to be 0: lanes r .. 3 of group i0 / 4 (`a`) and 0 .. r - 1 of the next (`b`), picked by two
-// conditional shifts (no indexing by a variable, which would put the arrays in local memory).
-template <class E>
-INFODROP_HD void pick_lanes(const E (&a)[4], const E (&b)[4], unsigned r, E (&out)[4]) {
-  const E joined[8] = {a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]};
-  E shifted[5];
-  INFODROP_UNROLL
-  for (int j = 0; j < 5; ++j) shifted[j] = (r & 2) ? joined[j + 2] : joined[j];
-  INFODROP_UNROLL
-  for (int k = 0; k < 4; ++k) out[k] = (r & 1) ? shifted[k + 1] : shifted[k];
-}
-
 }  // namespace cuda
 }  // namespace infodrop

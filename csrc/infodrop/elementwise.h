@@ -94,6 +94,44 @@ INFODROP_HD void noise_group(U group_lo, U group_hi, const StreamKey& key, F eps
   box_muller<kLog2>(low_words(r.r2), low_words(r.r3), eps[2], eps[3]);
 }
 
+// Four logically consecutive values from index i0 on, where i0 % 4 = r is not known to be 0:
+// lanes r .. 3 of group i0 / 4 (`a`) and 0 .. r - 1 of the next (`b`), picked by two conditional
+// shifts (no indexing by a variable, which would put the arrays in local memory on a GPU).
+template <class E>
+INFODROP_HD void pick_lanes(const E (&a)[4], const E (&b)[4], unsigned r, E (&out)[4]) {
+  const E joined[8] = {a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]};
+  E shifted[5];
+  INFODROP_UNROLL
+  for (int j = 0; j < 5; ++j) shifted[j] = (r & 2) ? joined[j + 2] : joined[j];
+  INFODROP_UNROLL
+  for (int k = 0; k < 4; ++k) out[k] = (r & 1) ? shifted[k + 1] : shifted[k];
+}
+
+// eps of the four stream indices i0 .. i0 + 3 where i0 % 4 = r is not known to be 0 (a
+// channel of a channels-last tile whose channels do not start Philox groups): lanes r .. 3 of
+// group g = i0 / 4 and 0 .. r - 1 of g + 1, the values noise_group gives them.  Both groups'
+// Philox words, but three Box-Muller pairs, not four: lanes 2, 3 of g and 0, 1 of g + 1 serve
+// every r > 0, and the third pair is lanes 0, 1 of g where r < 2 (r = 0 takes g's four lanes)
+// and 2, 3 of g + 1 where r >= 2 (a pair is two lanes from two words: each lane's value is
+// the same whichever pairs are drawn).
+template <bool kLog2 = false, class F>
+INFODROP_HD void noise_of_four(uint64_t i0, const StreamKey& key, F (&eps)[4]) {
+  const uint64_t g = i0 >> 2, h = g + 1;
+  const Philox4<uint32_t> a = philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32),
+                                            key.offset_lo, key.offset_hi, key.seed_lo, key.seed_hi);
+  const Philox4<uint32_t> b = philox4x32_10(static_cast<uint32_t>(h), static_cast<uint32_t>(h >> 32),
+                                            key.offset_lo, key.offset_hi, key.seed_lo, key.seed_hi);
+  const unsigned r = static_cast<unsigned>(i0 & 3);
+  const bool late = (r & 2) != 0;
+  F of_a[4], of_b[4];
+  box_muller<kLog2>(a.r2, a.r3, of_a[2], of_a[3]);
+  box_muller<kLog2>(b.r0, b.r1, of_b[0], of_b[1]);
+  box_muller<kLog2>(late ? b.r2 : a.r0, late ? b.r3 : a.r1, of_a[0], of_a[1]);
+  of_b[2] = of_a[0];  // the third pair, read from `a` where r < 2 and from `b` where r >= 2
+  of_b[3] = of_a[1];
+  pick_lanes(of_a, of_b, r, eps);
+}
+
 // Whether the CUDA kernels of compute type S hand their element functions eps log2 e in place of
 // eps (float: the special-function path's noise factor is then 2^(alpha eps log2 e ...) with no
 // multiply by log2 e, one instruction per element; DeviceMath takes it so, and the IEEE path
