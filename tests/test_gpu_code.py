@@ -94,14 +94,15 @@ def test_main_path_of_the_float32_forward_is_a_whole_step_with_noise(cubins):
 
 
 @needs_library
-@pytest.mark.parametrize("width, known, groups", [(2, 1, 2), (2, 2, 4), (1, 0, 2)],
+@pytest.mark.parametrize("width, known, groups, pairs", [(2, 1, 2, 4), (2, 2, 4, 6), (1, 0, 2, 3)],
                          ids=["pairs", "pairs-straddling", "single"])
-def test_main_path_of_the_channels_last_bfloat16_forward(cubins, width, known, groups):
+def test_main_path_of_the_channels_last_bfloat16_forward(cubins, width, known, groups, pairs):
     """The channels_last tile: 4 positions x `width` channels, each position's channels one
     access (32 bits for a pair, 16 for one channel) of x and alpha_logit (8 loads) and z (4
     stores); the noise of the logical index: one Philox group per channel where the channels
     start groups, else the two groups a channel's 4 elements straddle (the main path of the
-    single-channel kernel, which decides at run time, is the one with the most Philox work)."""
+    single-channel kernel, which decides at run time, is the one with the most Philox work),
+    of which a straddling channel takes three Box-Muller pairs (elementwise.h noise_of_four)."""
     tag = f"forward_last_kernelIN3c108BFloat16EfLi{width}ELN"
     suffix = f"GroupsE{known}EE"
     (instructions, labels), = [code for name, code in sass.disassemble(cubins["sm_90"]).items()
@@ -113,8 +114,9 @@ def test_main_path_of_the_channels_last_bfloat16_forward(cubins, width, known, g
     assert path.opcodes[f"STG.E{access}"] == 4
     # Philox4x32-10: 2 multiplies per round, per group
     assert path.opcodes["IMAD.WIDE.U32"] + path.opcodes["IMAD.HI.U32"] >= 20 * groups
-    # Box-Muller's log per pair of each group, and one log of the tile's KL product
-    assert path.opcodes["MUFU.LG2"] == 2 * groups + 1
+    # Box-Muller's log per pair drawn (two per aligned group, three per straddling channel),
+    # and one log of the tile's KL product
+    assert path.opcodes["MUFU.LG2"] == pairs + 1
 
 
 def test_main_path_skips_slow_paths_and_ragged_steps_and_keeps_the_noise():
