@@ -16,6 +16,7 @@ an H100 SXM (132 SMs, 1.98 GHz) or A100 (108 SMs, 1.41 GHz) next to the memory f
 import argparse
 import glob
 import json
+import math
 import os
 import re
 import sys
@@ -168,13 +169,6 @@ def channels_last_kernel(shape, element_bytes=2):
     return "cl-pairs" if positions % 4 == 0 else "cl-pairs straddling"
 
 
-def _numel(shape):
-    numel = 1
-    for n in shape:
-        numel *= n
-    return numel
-
-
 def resnet_step(rows):
     """The converted ResNet-50 step predicted from the CUDA rows: the measured step without its
     copies and its kernels of then, plus the channels-last kernels' predicted time (PREDICT)."""
@@ -186,7 +180,7 @@ def resnet_step(rows):
     contiguous = walked = 0.0
     for name, shape in RESNET_TARGETS:
         kind = channels_last_kernel(shape)
-        numel = _numel(shape)
+        numel = math.prod(shape)
         c = sum(predicted_us(kernels[(k, "bfloat16")], numel) for k in ("forward", "backward"))
         w = sum(predicted_us(kernels[(f"{k} {kind}", "bfloat16")], numel)
                 for k in ("forward", "backward"))
@@ -221,7 +215,7 @@ def predictions(rows):
                   "| shape | dtype | forward | backward | forward + backward |",
                   "|---|---|---|---|---|"]
         for shape, dtype in RESNET_SHAPES:
-            numel = _numel(shape)
+            numel = math.prod(shape)
             fwd = predicted_us(kernels[("forward", dtype)], numel)
             bwd = predicted_us(kernels[("backward", dtype)], numel)
             lines.append(f"| {'x'.join(map(str, shape))} | {dtype} | {fwd:.0f} | {bwd:.0f} | "
