@@ -116,11 +116,11 @@ INFODROP_HD void pick_lanes(const E (&a)[4], const E (&b)[4], unsigned r, E (&ou
 // the same whichever pairs are drawn).
 template <bool kLog2 = false, class F>
 INFODROP_HD void noise_of_four(uint64_t i0, const StreamKey& key, F (&eps)[4]) {
-  const uint64_t g = i0 >> 2, h = g + 1;
-  const Philox4<uint32_t> a = philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32),
-                                            key.offset_lo, key.offset_hi, key.seed_lo, key.seed_hi);
-  const Philox4<uint32_t> b = philox4x32_10(static_cast<uint32_t>(h), static_cast<uint32_t>(h >> 32),
-                                            key.offset_lo, key.offset_hi, key.seed_lo, key.seed_hi);
+  const auto words_of = [&](uint64_t group) {
+    return philox4x32_10(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32),
+                         key.offset_lo, key.offset_hi, key.seed_lo, key.seed_hi);
+  };
+  const Philox4<uint32_t> a = words_of(i0 >> 2), b = words_of((i0 >> 2) + 1);
   const unsigned r = static_cast<unsigned>(i0 & 3);
   const bool late = (r & 2) != 0;
   F of_a[4], of_b[4];
