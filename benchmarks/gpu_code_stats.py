@@ -144,11 +144,12 @@ RESNET_SHAPES = [((128, 256, 56, 56), "bfloat16"), ((128, 512, 28, 28), "bfloat1
                  ((128, 1024, 14, 14), "bfloat16"), ((128, 512, 28, 28), "float32")]
 
 
-# The converted ResNet-50 step measured on the H200 (shared/docs/gpu-measurements-h200.md,
-# 2026-12-04; batch 128, bf16 autocast, channels_last, 1x1 alpha heads on layer2-4), ms per
-# step: plain; converted; what the converted step's transposing copies took (aten::copy_, less
-# the dropout model's), which issue 18 removed; and its fused kernels then (forward + backward,
-# on the contiguous copies), which the channels-last kernels predicted here replace.
+# The converted ResNet-50 step measured on the H200 (2026-12-04, as docs/performance.md's
+# "channels_last in place (CUDA, issue 18)" quotes it; batch 128, bf16 autocast, channels_last,
+# 1x1 alpha heads on layer2-4), ms per step: plain; converted; what the converted step's
+# transposing copies took (aten::copy_, less the dropout model's), which issue 18 removed; and
+# its fused kernels then (forward + backward, on the contiguous copies), which the channels-last
+# kernels predicted here replace.
 RESNET_STEP_MEASURED = dict(plain=29.7, converted=36.4, copies=4.25, kernels=1.13)
 RESNET_STEP_TARGET = 1.06  # issue 19: the converted step at most 1.06x the plain one
 # Where the converted step runs Information Dropout: the outputs of layer2-4, bfloat16
