@@ -255,3 +255,11 @@ def test_resnet_step_prediction_adds_the_channels_last_kernels_to_the_measured_s
     assert step_ms(fast) == pytest.approx(m["converted"] - m["copies"] - m["kernels"]
                                           + walked / 1000, abs=0.006)
     assert "| layer4 | 128x2048x7x7 | cl-pairs straddling |" in slow
+    # under torch.compile: what the eager step adds to plain, on the compiled plain step, less
+    # the heads' gradient accumulation (4 bytes per element of layer2-4's inputs, 180 million)
+    compiled = float(re.search(r"= ([0-9.]+) ms, [0-9.]+x plain \(issue 19: at most",
+                               fast).group(1))
+    accumulation_ms = 4 * 128 * (256 * 56 * 56 + 512 * 28 * 28 + 1024 * 14 * 14) / (3.9e12 * 0.85) * 1e3
+    assert accumulation_ms == pytest.approx(0.217, abs=0.001)
+    assert compiled == pytest.approx(gpu_code_stats.RESNET_COMPILED_PLAIN_MS + step_ms(fast)
+                                     - m["plain"] - accumulation_ms, abs=0.006)
