@@ -85,7 +85,7 @@ NETWORK_COMPILED = (("plain", None), ("fused-1x1", "cuda"))
 # gpu_session.sh's limit (the report keeps what came before it either way)
 NETWORK_COMPILE_RESERVE_S = 90
 PROFILED = ("fused-1x1-cl", "cuda")
-PROFILE_ROWS = 20
+PROFILE_ROWS = 40
 
 
 class Clock:
@@ -350,17 +350,21 @@ def layer(report, clock, rows, *, shapes=LAYER_SHAPES, contenders=LAYER_CONTENDE
 
 
 def profile_table(step, cuda=True):
-    """The top ops of three profiled steps, by their own device time (CPU time without CUDA)."""
+    """The top ops of three profiled steps, by their own device time (CPU time without CUDA),
+    one row per op and input shapes: the alpha heads' bias adds (a (C, 1, 1) operand), their
+    bias gradients and the extra gradient accumulations at layer2-4's inputs are then rows of
+    their own, apart from the network's own adds and sums (docs/performance.md: the levers
+    outside the layer's kernels)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=True) as prof:
         for _ in range(3):
             step()
         if cuda:
             torch.cuda.synchronize()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=PROFILE_ROWS)
+    return prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=PROFILE_ROWS)
 
 
 def network(report, clock, *, builder=NETWORK, contenders=NETWORK_CONTENDERS, compiled=NETWORK_COMPILED,

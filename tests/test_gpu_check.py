@@ -252,6 +252,9 @@ def test_network_section_times_and_profiles_the_converted_step(cpu_report):
     assert "## Top device ops of the converted step (fused-1x1-cl, backend cpu" in text
     profile = (pathlib.Path(os.environ["OUT"]) / "profile.txt").read_text()
     assert "Self CPU time total" in profile and "aten::" in profile
+    # a row per op and input shapes (on the GPU the heads' bias adds, with their (C, 1, 1)
+    # operand, are rows of their own); the CPU convolution takes the bias itself
+    assert "Input Shapes" in profile and "[[2, 512, 1, 1], [512, 512, 3, 3]" in profile
     saved = json.loads((pathlib.Path(os.environ["OUT"]) / "results.json").read_text())
     assert [r["compiled"] for r in saved["network"]] == [r["compiled"] for r in records]
 
