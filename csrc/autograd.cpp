@@ -17,7 +17,9 @@
 #include <torch/library.h>
 
 #include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "glue/make_node.h"
 #include "glue/op_handles.h"
@@ -54,10 +56,19 @@ variable_list once_differentiable(variable_list grads, const variable_list& inpu
   return out;
 }
 
-// The graph node of one call: its next edges are those of x, alpha_logit, mu and sigma, in
-// that order, and apply() returns their gradients in that order.
+// The gradient of the per-channel logit bias: grad_alpha_logit summed over every dimension but
+// the channels' (dim 1), in the bias's dtype, as a convolution's bias gradient is.
+Tensor channel_sums(const Tensor& grad_logit, const Tensor& bias) {
+  std::vector<int64_t> dims{0};
+  for (int64_t d = 2; d < grad_logit.dim(); ++d) dims.push_back(d);
+  return grad_logit.sum(dims, /*keepdim=*/false, bias.scalar_type());
+}
+
+// The graph node of one call: its next edges are those of x, alpha_logit, mu, sigma and
+// logit_bias (an undefined tensor where the call had none), in that order, and apply()
+// returns their gradients in that order.
 struct InformationDropoutBackward : public torch::autograd::TraceableFunction {
-  SavedVariable x, alpha_logit, seed, mu, sigma;
+  SavedVariable x, alpha_logit, seed, mu, sigma, logit_bias;
   int64_t offset = 0;
   std::string prior;
   double max_alpha = 0, alpha_min = 0;
@@ -67,13 +78,15 @@ struct InformationDropoutBackward : public torch::autograd::TraceableFunction {
 
   void release_variables() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (SavedVariable* v : {&x, &alpha_logit, &seed, &mu, &sigma}) v->reset_data();
+    for (SavedVariable* v : {&x, &alpha_logit, &seed, &mu, &sigma, &logit_bias}) v->reset_data();
   }
 
   variable_list apply(variable_list&& grads) override {
     std::lock_guard<std::mutex> lock(mutex_);
     const Tensor x_ = x.unpack(), logit_ = alpha_logit.unpack();
-    const Tensor mu_ = mu.unpack(), sigma_ = sigma.unpack();
+    const Tensor mu_ = mu.unpack(), sigma_ = sigma.unpack(), bias_ = logit_bias.unpack();
+    const std::optional<Tensor> bias_arg =
+        bias_.defined() ? std::optional<Tensor>(bias_) : std::nullopt;
     // an output that does not reach the loss hands over no gradient: zeros of its shape
     const Tensor grad_z = grads[0].defined() ? grads[0] : at::zeros_like(x_);
     const Tensor grad_kl =
@@ -87,33 +100,39 @@ struct InformationDropoutBackward : public torch::autograd::TraceableFunction {
       at::AutoDispatchBelowADInplaceOrView below_autograd;  // the backward op has no autograd
       auto [grad_x, grad_logit, grad_mu, grad_sigma] = backward_op().call(
           grad_z, grad_kl, x_, logit_, seed.unpack(), offset, mu_, sigma_,
-          prior, max_alpha, alpha_min, mask_inactive, unit_mean, apply_noise);
-      out = variable_list{grad_x, grad_logit, grad_mu, grad_sigma};
+          prior, max_alpha, alpha_min, mask_inactive, unit_mean, apply_noise, bias_arg);
+      const Tensor grad_bias =
+          bias_.defined() && should_compute_output(4) ? channel_sums(grad_logit, bias_) : Tensor();
+      out = variable_list{grad_x, grad_logit, grad_mu, grad_sigma, grad_bias};
     }
-    return once_differentiable(std::move(out), {grad_z, grad_kl, x_, logit_, mu_, sigma_});
+    return once_differentiable(std::move(out),
+                               {grad_z, grad_kl, x_, logit_, mu_, sigma_, bias_});
   }
 };
 
 std::tuple<Tensor, Tensor> information_dropout_autograd(
     const Tensor& x, const Tensor& alpha_logit, const Tensor& seed, int64_t offset,
     const Tensor& mu, const Tensor& sigma, c10::string_view prior, double max_alpha,
-    double alpha_min, bool mask_inactive, bool unit_mean, bool apply_noise) {
+    double alpha_min, bool mask_inactive, bool unit_mean, bool apply_noise,
+    const std::optional<Tensor>& logit_bias) {
   // PyTorch's custom autograd has no forward-mode derivative here; say so by name rather than
   // let tangents be dropped (a dual tensor at the default level is what
   // torch.autograd.forward_ad and torch.func.jvp make).
-  for (const Tensor* t : {&x, &alpha_logit, &mu, &sigma})
-    TORCH_CHECK(!t->_fw_grad(/*level=*/0).defined(),
+  const Tensor bias = logit_bias.value_or(Tensor());
+  for (const Tensor* t : {&x, &alpha_logit, &mu, &sigma, &bias})
+    TORCH_CHECK(!t->defined() || !t->_fw_grad(/*level=*/0).defined(),
                 "infodrop::information_dropout: forward-mode AD (jvp) is not implemented; use "
                 "backend='reference' for forward-mode derivatives");
   decltype(make_node<InformationDropoutBackward>()) node;
-  if (torch::autograd::compute_requires_grad(x, alpha_logit, mu, sigma)) {
+  if (torch::autograd::compute_requires_grad(x, alpha_logit, mu, sigma, bias)) {
     node = make_node<InformationDropoutBackward>();
-    node->set_next_edges(torch::autograd::collect_next_edges(x, alpha_logit, mu, sigma));
+    node->set_next_edges(torch::autograd::collect_next_edges(x, alpha_logit, mu, sigma, bias));
     node->x = SavedVariable(x, false);
     node->alpha_logit = SavedVariable(alpha_logit, false);
     node->seed = SavedVariable(seed, false);
     node->mu = SavedVariable(mu, false);
     node->sigma = SavedVariable(sigma, false);
+    node->logit_bias = SavedVariable(bias, false);
     node->offset = offset;
     node->prior = std::string(prior);
     node->max_alpha = max_alpha;
@@ -125,7 +144,7 @@ std::tuple<Tensor, Tensor> information_dropout_autograd(
   auto [z, kl] = [&] {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return forward_op().call(x, alpha_logit, seed, offset, mu, sigma, prior, max_alpha,
-                             alpha_min, mask_inactive, unit_mean, apply_noise);
+                             alpha_min, mask_inactive, unit_mean, apply_noise, logit_bias);
   }();
   if (node) torch::autograd::set_history({z, kl}, node);
   return {z, kl};

@@ -102,6 +102,12 @@ def _auto(device: torch.device) -> str:
     return "reference"
 
 
+def picks_cuda(backend: str, device: torch.device) -> bool:
+    """Whether a call with this backend on tensors of ``device`` goes to the CUDA op: without
+    resolve()'s errors (the call itself raises them, naming its layer)."""
+    return (_auto(device) if backend == "auto" else backend) == "cuda"
+
+
 def resolve(backend: str, device: torch.device, *, tensors_on_device: bool = True) -> str:
     """The backend that runs a call on tensors of this device ("auto": the fastest available of
     cuda > triton > cpu > reference that runs on that device).  ``tensors_on_device=False``

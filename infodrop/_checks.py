@@ -45,6 +45,24 @@ def check_tensor_pair(x, alpha_logit):
     return alpha_logit
 
 
+def check_logit_bias(x, logit_bias):
+    """logit_bias: None, or one floating-point value per channel of x (dim 1) on x's device
+    (docs/spec.md section 4)."""
+    if logit_bias is None:
+        return
+    if not isinstance(logit_bias, torch.Tensor):
+        raise TypeError(f"logit_bias must be None or a torch.Tensor, got {type(logit_bias).__name__}")
+    if not logit_bias.dtype.is_floating_point:
+        raise TypeError(f"logit_bias must be a floating-point tensor, got {logit_bias.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"logit_bias needs an x with channels (dim 1), got x of shape {tuple(x.shape)}")
+    if logit_bias.shape != (x.shape[1],):
+        raise ValueError(f"logit_bias must have shape ({x.shape[1]},), one value per channel of x, "
+                         f"got {tuple(logit_bias.shape)}")
+    if logit_bias.device != x.device:
+        raise ValueError(f"logit_bias must be on the device of x ({x.device}), got {logit_bias.device}")
+
+
 def _real(value, name):
     if type(value) is not float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")

@@ -30,11 +30,12 @@ if COMPILED:
 
     @torch.library.register_fake("infodrop::information_dropout")
     def _forward_fake(x, alpha_logit, seed, offset, mu, sigma, prior, max_alpha, alpha_min,
-                      mask_inactive, unit_mean, apply_noise):
+                      mask_inactive, unit_mean, apply_noise, logit_bias=None):
         return torch.empty_like(x), x.new_empty((x.shape[0],), dtype=kl_dtype(x.dtype))
 
     @torch.library.register_fake("infodrop::information_dropout_backward")
     def _backward_fake(grad_z, grad_kl, x, alpha_logit, seed, offset, mu, sigma, prior,
-                       max_alpha, alpha_min, mask_inactive, unit_mean, apply_noise):
+                       max_alpha, alpha_min, mask_inactive, unit_mean, apply_noise,
+                       logit_bias=None):
         return (torch.empty_like(x), torch.empty_like(alpha_logit), torch.empty_like(mu),
                 torch.empty_like(sigma))

@@ -13,8 +13,10 @@ Both compose ``InformationDropout``: its options pass through, its KL is in ``.k
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ._backends import picks_cuda
 from .modules import InformationDropout
 
 
@@ -87,9 +89,30 @@ class InfoDropout(nn.Module):
         return f"{self.num_features}, dim={self.dim}, init_alpha={self.init_alpha:.4g}"
 
 
+def _head_bias_to_op(head, backend, device):
+    """Whether the wrapper hands the bias of its alpha head to the op rather than to the head:
+    where the op is CUDA's, whose channels-last kernels add it as they read the logits (its
+    other layouts add it in one pass, as cuDNN adds a convolution's); a plain nn.Conv2d or
+    nn.Linear head with a bias and no hooks, which the wrapper can call without its bias.  The
+    CPU's convolutions add their bias inside them, and the Triton kernels take none."""
+    return (type(head) in (nn.Conv2d, nn.Linear) and head.bias is not None
+            and not (head._forward_hooks or head._forward_pre_hooks
+                     or nn.modules.module._global_forward_hooks
+                     or nn.modules.module._global_forward_pre_hooks)
+            and picks_cuda(backend, device))
+
+
+def _without_bias(head, x):
+    if type(head) is nn.Linear:
+        return F.linear(x, head.weight)
+    return head._conv_forward(x, head.weight, None)
+
+
 class InfoDropWrapper(nn.Module):
     """``z = InformationDropout(module(x), alpha_head(x))``: ``module`` keeps its weights (under
-    ``.module``); ``alpha_head`` maps the module's input to a logit shaped like its output."""
+    ``.module``); ``alpha_head`` maps the module's input to a logit shaped like its output.  On
+    the CUDA backend the head's bias goes to the op as its ``logit_bias`` (_head_bias_to_op):
+    the same logits, without a pass of their own for the bias."""
 
     def __init__(self, module, alpha_head, *, name="", **options):
         super().__init__()
@@ -100,7 +123,11 @@ class InfoDropWrapper(nn.Module):
 
     def forward(self, x, *args, **kwargs):
         # the head first: an in-place module would otherwise hand the head its own output
-        alpha_logit = self.alpha_head(x)
+        head, logit_bias = self.alpha_head, None
+        if _head_bias_to_op(head, self.dropout.backend, x.device):
+            alpha_logit, logit_bias = _without_bias(head, x), head.bias
+        else:
+            alpha_logit = head(x)
         out = self.module(x, *args, **kwargs)
         if alpha_logit.shape != out.shape:
             raise ValueError(f"infodrop: the alpha head of {self.name!r} gives shape "
@@ -111,7 +138,11 @@ class InfoDropWrapper(nn.Module):
         # the activation's dtype, whatever autocast made of the head's (timm's convnext under
         # bfloat16 autocast: float32 LayerNorm outputs, bfloat16 convs): the network's own
         # dataflow keeps its dtypes
-        return self.dropout(out, alpha_logit.to(out.dtype))
+        alpha_logit = alpha_logit.to(out.dtype)
+        # the bias only where there is one: hooks on the layer keep seeing (x, alpha_logit)
+        if logit_bias is None:
+            return self.dropout(out, alpha_logit)
+        return self.dropout(out, alpha_logit, logit_bias)
 
     @property
     def kl(self):

@@ -74,22 +74,32 @@ def layout(contender: str):
 
 
 class _TouchAlpha(torch.autograd.Function):
-    """z = x, and a zero gradient for alpha_logit: the heads run forward and backward as they
-    would under Information Dropout, with no dropout op between."""
+    """z = x, and zero gradients for alpha_logit and the logit bias (the head's bias, where the
+    wrapper hands it to the op, whose kernels then add it: InfoDropWrapper): the heads run
+    forward and backward as they would under Information Dropout, with no dropout op between."""
 
     @staticmethod
-    def forward(ctx, x, alpha_logit):
-        ctx.shape = alpha_logit.shape
+    def forward(ctx, x, alpha_logit, logit_bias):
+        ctx.logit_shape = alpha_logit.shape
+        ctx.bias = None if logit_bias is None else (logit_bias.shape, logit_bias.dtype)
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, grad.new_zeros(()).expand(ctx.shape)
+        bias = None if ctx.bias is None else grad.new_zeros(ctx.bias[0], dtype=ctx.bias[1])
+        return grad, grad.new_zeros(()).expand(ctx.logit_shape), bias
 
 
 class _NoDropout(nn.Module):
-    def forward(self, x, alpha_logit):
-        return _TouchAlpha.apply(x, alpha_logit)
+    """In place of a wrapper's InformationDropout: its backend, which decides whether the
+    wrapper hands the head's bias to the layer (InfoDropWrapper), and no op."""
+
+    def __init__(self, backend="auto"):
+        super().__init__()
+        self.backend = backend
+
+    def forward(self, x, alpha_logit, logit_bias=None):
+        return _TouchAlpha.apply(x, alpha_logit, logit_bias)
 
 
 def build(network, contender: str, image_size: int, *, backend: str | None = None):
@@ -116,7 +126,7 @@ def build(network, contender: str, image_size: int, *, backend: str | None = Non
         if kind == "heads":
             for m in model.modules():
                 if hasattr(m, "alpha_head"):
-                    m.dropout = _NoDropout()
+                    m.dropout = _NoDropout(m.dropout.backend)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.train()

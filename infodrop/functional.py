@@ -6,7 +6,7 @@ import torch
 
 from . import _ops, reference
 from ._backends import resolve
-from ._checks import check_options, check_tensor_pair, check_u64
+from ._checks import check_logit_bias, check_options, check_tensor_pair, check_u64
 from ._per_rank import fold_rank
 from ._spec import kl_dtype
 from ._tracing import exporting
@@ -63,10 +63,13 @@ def _as_uint64(bits: int) -> int:
 def information_dropout(x, alpha_logit, *, prior="log_uniform", max_alpha=0.7, alpha_min=1e-3,
                         mu=0.0, sigma=1.0, mask_inactive=False, unit_mean=False, training=True,
                         noise_in_eval=False, seed=None, offset=0, generator=None,
-                        backend="auto"):
+                        backend="auto", logit_bias=None):
     """Information Dropout: z = x * exp(alpha * eps) and the per-sample KL term.
 
-    alpha = alpha_min + max_alpha * sigmoid(alpha_logit); eps ~ N(0, 1) is the noise stream of
+    alpha = alpha_min + max_alpha * sigmoid(alpha_logit + logit_bias), ``logit_bias`` (optional)
+    one value per channel of x (dim 1), as an alpha head's bias: the CUDA kernels add it as they
+    read alpha_logit (channels_last x), saving the pass a convolution's bias takes on its own;
+    elsewhere it is added before them.  eps ~ N(0, 1) is the noise stream of
     (seed, offset) (docs/spec.md section 3), drawn from ``generator`` (or PyTorch's default
     generator for x's device) when ``seed`` is None.  Returns ``(z, kl)`` with z shaped like x
     and kl of shape (B,): the KL summed over every non-batch element of each sample.
@@ -80,15 +83,16 @@ def information_dropout(x, alpha_logit, *, prior="log_uniform", max_alpha=0.7, a
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
                                 mask_inactive, unit_mean, training, noise_in_eval, seed_bits,
-                                offset_bits, generator, backend)
+                                offset_bits, generator, backend, logit_bias)
 
 
 def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma, mask_inactive,
                          unit_mean, training, noise_in_eval, seed_bits, offset_bits, generator,
-                         backend):
+                         backend, logit_bias=None):
     """information_dropout() once its options are known to be valid: the modules check theirs
     when they are set, not on every call (the checks are a tenth of the call's host time)."""
     alpha_logit = check_tensor_pair(x, alpha_logit)  # applies the autocast rule
+    check_logit_bias(x, logit_bias)
     apply_noise = training or noise_in_eval
     if apply_noise and seed_bits is None:
         offset_bits = fold_rank(offset_bits)
@@ -108,7 +112,7 @@ def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
         return reference.information_dropout(
             x, alpha_logit, eps, prior=prior, max_alpha=max_alpha, alpha_min=alpha_min, mu=mu,
             sigma=sigma, mask_inactive=mask_inactive, unit_mean=unit_mean, training=training,
-            noise_in_eval=noise_in_eval)
+            noise_in_eval=noise_in_eval, logit_bias=logit_bias)
     compute = kl_dtype(x.dtype)
     if prior == "log_normal":
         mu, sigma = _scalar_tensor(mu, compute, device), _scalar_tensor(sigma, compute, device)
@@ -120,7 +124,11 @@ def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
     if chosen == "triton":
         from .triton import ops as triton_ops  # imports triton only where it is used
 
+        if logit_bias is not None:  # added before the kernels, as csrc/glue/op_glue.h does
+            args = (x, (alpha_logit + reference.per_channel(logit_bias, x)).to(x.dtype)) + args[2:]
         return triton_ops.fused(*args, direct=_direct_call_allowed(x, alpha_logit))
+    if logit_bias is not None:
+        args += (logit_bias,)
     op = (_ops.direct_information_dropout if _direct_call_allowed(x, alpha_logit)
           else torch.ops.infodrop.information_dropout.default)
     try:

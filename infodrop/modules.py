@@ -17,7 +17,7 @@ import weakref
 import torch
 from torch import nn
 
-from . import functional
+from . import functional, reference
 from ._backends import check_backend_name
 from ._checks import check_options
 from ._spec import ACTIVATION_OUTPUT, PRIOR_SIGMA_FLOOR, PRIORS_THAT_FIT, X_FLOOR, kl_dtype
@@ -111,7 +111,9 @@ def _named_error(module, error):
 class InformationDropout(nn.Module):
     """Multiplies x by log-normal noise exp(alpha * eps) whose scale comes from alpha_logit.
 
-    ``forward(x, alpha_logit) -> z``.  Like ``nn.Dropout``, noise is applied in training mode
+    ``forward(x, alpha_logit, logit_bias=None) -> z`` (``logit_bias``: one value per channel
+    of x added to alpha_logit, as in :func:`infodrop.functional.information_dropout`).  Like
+    ``nn.Dropout``, noise is applied in training mode
     only (unless ``noise_in_eval``); the KL is computed in both.  ``self.kl`` is the per-sample
     KL (shape (B,)) of this layer in the current pass (module docstring; the calls of the pass
     summed), None if it has not run in it; :func:`kl_divergence` sums the layers of a model.
@@ -196,7 +198,7 @@ class InformationDropout(nn.Module):
                 self.mu.fill_(self._prior_init[0])
                 self.sigma.fill_(self._prior_init[1])
 
-    def forward(self, x, alpha_logit):
+    def forward(self, x, alpha_logit, logit_bias=None):
         # While autograd recomputes a checkpointed forward (inside a backward), the call is
         # the same call again: it runs with the prior that call ran with (_PriorUsed), and it
         # neither moves the prior nor records its KL a second time.
@@ -237,14 +239,14 @@ class InformationDropout(nn.Module):
                 x, alpha_logit, prior=self.prior, max_alpha=self.max_alpha,
                 alpha_min=self.alpha_min, mu=mu, sigma=sigma,
                 mask_inactive=self.mask_inactive, unit_mean=self.unit_mean, training=training,
-                noise_in_eval=self.noise_in_eval, backend=self.backend)
+                noise_in_eval=self.noise_in_eval, backend=self.backend, logit_bias=logit_bias)
         except (TypeError, ValueError, RuntimeError) as error:
             raise _named_error(self, error) from error
         if used is not None:
             self._keep_prior_used(used, (reentrant,) if reentrant is not None
                                   else (z.grad_fn, kl.grad_fn))
         if learned and not recompute:
-            self._follow_prior(x, alpha_logit)
+            self._follow_prior(x, alpha_logit, logit_bias)
         if weight is not None:
             if training and weight and kl.requires_grad:
                 z = _ApplyKLGradient.apply(z, kl, weight)
@@ -286,7 +288,7 @@ class InformationDropout(nn.Module):
         return self.mu, self.sigma
 
     @torch.no_grad()
-    def _follow_prior(self, x, alpha_logit):
+    def _follow_prior(self, x, alpha_logit, logit_bias=None):
         """Move mu and sigma towards the minimiser of this call's summed log-normal KL, estimated
         on the call's first samples (at most _PRIOR_UNITS units: the moving average over calls
         does the rest, at a small fraction of the op's cost).  In place: a buffer replaced by a
@@ -297,6 +299,8 @@ class InformationDropout(nn.Module):
         samples = max(1, min(x.shape[0], _PRIOR_UNITS // (x.numel() // x.shape[0])))
         compute = kl_dtype(x.dtype)
         x, alpha_logit = x[:samples].to(compute), alpha_logit[:samples].to(compute)
+        if logit_bias is not None:
+            alpha_logit = alpha_logit + reference.per_channel(logit_bias.to(compute), alpha_logit)
         var_log, mean_log = torch.var_mean(x.clamp_min(X_FLOOR).log(), correction=0)
         # alpha = alpha_min + max_alpha * s: E[alpha^2] from the mean and variance of s
         var_s, mean_s = torch.var_mean(torch.sigmoid(alpha_logit), correction=0)

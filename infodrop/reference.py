@@ -97,17 +97,25 @@ def kl_per_unit(x, alpha, *, prior="log_uniform", max_alpha=0.7, alpha_min=1e-3,
     return kl
 
 
+def per_channel(values, like):
+    """A per-channel tensor (dim 1: logit_bias) viewed to broadcast against ``like``."""
+    return values.view((1, -1) + (1,) * (like.dim() - 2))
+
+
 def information_dropout(x, alpha_logit, eps, *, prior="log_uniform", max_alpha=0.7,
                         alpha_min=1e-3, mu=0.0, sigma=1.0, mask_inactive=False,
-                        unit_mean=False, training=True, noise_in_eval=False):
+                        unit_mean=False, training=True, noise_in_eval=False, logit_bias=None):
     """z = x * exp(alpha * eps) and the per-sample KL, given the standard-normal noise eps
-    (read only where noise is applied: None is fine with ``training=False``).
+    (read only where noise is applied: None is fine with ``training=False``).  ``logit_bias``
+    (one value per channel of x, dim 1) is added to alpha_logit in the compute dtype.
 
     Half types are computed in float32 and z is returned in x's dtype; kl has shape (B,) and
     dtype float32 (float64 for float64 inputs), like the fused kernels.
     """
     compute = kl_dtype(x.dtype)
     xc, logit = x.to(compute), alpha_logit.to(compute)
+    if logit_bias is not None:
+        logit = logit + per_channel(logit_bias.to(compute), logit)
     alpha = alpha_from_logit(logit, max_alpha=max_alpha, alpha_min=alpha_min)
     if training or noise_in_eval:
         log_noise = alpha * eps.to(compute)

@@ -180,6 +180,9 @@ std::string walk_last(int64_t samples, int64_t channels, int64_t positions, int 
                         " given logical index ", l);
                 require(lanes[k] == l, "element ", l, " given the noise of stream index ",
                         lanes[k]);
+                // the logit_bias the kernels add to it (add_logit_bias): its channel's
+                require((l - base) / positions == tile.channel + w, "element ", l,
+                        " given the logit_bias of channel ", tile.channel + w);
                 require(width == 1 || w != 0 || m % 2 == 0, "pair at odd offset ", m);
                 ++accessed[m];
                 ++summed[m];

@@ -14,7 +14,7 @@ from infodrop import reference
 from infodrop._spec import PRIORS, kl_dtype
 from infodrop.testing import TOLERANCE, make_grads, make_inputs
 
-from ._helpers import backend_devices, interpreted
+from ._helpers import aten_ops_run_by, backend_devices, interpreted
 
 PAIRS = backend_devices()
 if not PAIRS:
@@ -285,3 +285,99 @@ def test_forward_mode_ad_raises_naming_the_op(backend_device):
         dual = torch.autograd.forward_ad.make_dual(x, torch.ones_like(x))
         with pytest.raises(RuntimeError, match="information_dropout.*forward-mode"):
             z_of(dual)
+
+
+def _bias(channels, seed=5):
+    """A per-channel logit bias spanning the sigmoid's range, float32 as parameters are."""
+    return torch.randn(channels, generator=torch.Generator().manual_seed(seed)) * 2
+
+
+def _as_layout(t, layout):
+    return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_logit_bias_is_added_to_the_logits_of_its_channels(backend_device, layout):
+    """float32: a call with logit_bias gives bit for bit what the call on alpha_logit + bias
+    gives, forward and backward (the CUDA channels-last kernels add it to each tile's channels,
+    every other path before the kernels: the same float32 sums), and the bias's gradient is
+    the channel sums of alpha_logit's."""
+    backend, device = backend_device
+    x, logit = (_as_layout(t, layout) for t in make_inputs((2, 6, 5, 7), device=device))
+    grad_z, grad_kl = make_grads((2, 6, 5, 7), seed=2, device=device)
+    bias = _bias(6).to(device).requires_grad_()
+    lb = logit.clone().requires_grad_()
+    z, kl = infodrop.information_dropout(x, lb, logit_bias=bias, seed=SEED, backend=backend)
+    torch.autograd.backward((z, kl), (grad_z, grad_kl))
+    summed = _as_layout(logit + bias.detach().view(1, -1, 1, 1), layout).requires_grad_()
+    z2, kl2 = infodrop.information_dropout(x, summed, seed=SEED, backend=backend)
+    grad_sum, = torch.autograd.grad((z2, kl2), summed, (grad_z, grad_kl))
+    torch.testing.assert_close(z, z2, rtol=0, atol=0)
+    torch.testing.assert_close(kl, kl2, rtol=0, atol=0)
+    torch.testing.assert_close(lb.grad, grad_sum, rtol=0, atol=0)
+    torch.testing.assert_close(bias.grad, grad_sum.sum((0, 2, 3)), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_logit_bias_matches_reference(backend_device, dtype, layout):
+    """Every dtype against the float64 reference, which adds the bias in the compute dtype (the
+    16-bit paths that add it before the kernels round the sum to x's dtype: within the dtype's
+    tolerance; CUDA's channels-last kernels add it unrounded)."""
+    backend, device = backend_device
+    shape = (2, 6, 5, 7)
+    x, logit = (_as_layout(t, layout) for t in make_inputs(shape, dtype, zeros=0.2))
+    grad_z, grad_kl = make_grads(shape, dtype, seed=2)
+    got, want = [], []
+    for out, (bk, dev, cast) in ((got, (backend, device, lambda t: t)),
+                                 (want, ("reference", "cpu", torch.Tensor.double))):
+        xd, ld, bias = (cast(t).to(dev).detach().clone().requires_grad_()
+                        for t in (x, logit, _bias(6)))
+        if bk == "reference":
+            eps = infodrop.noise(shape, SEED, OFFSET, dtype=torch.float64)
+            z, kl = reference.information_dropout(xd, ld, eps, logit_bias=bias)
+        else:
+            z, kl = infodrop.information_dropout(xd, ld, logit_bias=bias, seed=SEED,
+                                                 offset=OFFSET, backend=bk)
+        torch.autograd.backward((z, kl), (cast(grad_z).to(dev), cast(grad_kl).to(dev)))
+        out += [z, kl, xd.grad, ld.grad, bias.grad]
+    _assert_close(got[0], want[0], dtype)
+    kl_tolerance = _kl_tolerance(dtype, x[0].numel())
+    if dtype in (torch.float16, torch.bfloat16):  # each unit's KL of a logit rounded to 8-11 bits
+        kl_tolerance["rtol"] = 2e-3
+    torch.testing.assert_close(got[1].cpu().double(), want[1].double(), **kl_tolerance)
+    _assert_close(got[2], want[2], dtype, scale=10)
+    _assert_close(got[3], want[3], dtype, scale=10)
+    # 70 logits per channel: their gradients' errors add up
+    _assert_close(got[4], want[4], dtype, scale=10 * 70 ** 0.5)
+    assert got[4].dtype == torch.float32  # the bias's own dtype, as a parameter's gradient
+
+
+def test_gradcheck_float64_with_logit_bias(backend_device):
+    backend, device = backend_device
+    x, logit = make_inputs((2, 3, 5), torch.float64, prior="log_normal", device=device)
+    x = (x + 0.05).requires_grad_()
+    bias = _bias(3).double().to(device).requires_grad_()
+
+    def f(x, logit, bias):
+        return infodrop.information_dropout(x, logit, logit_bias=bias, prior="log_normal",
+                                            seed=SEED, backend=backend)
+
+    assert torch.autograd.gradcheck(f, (x, logit.requires_grad_(), bias))
+
+
+@pytest.mark.parametrize("dtype_", [torch.float32, torch.float64], ids=str)
+def test_logit_bias_takes_no_pass_of_its_own_where_the_kernels_add_it(backend_device, dtype_):
+    """CUDA's channels-last kernels of 16- and 32-bit types add the bias as they read the
+    logits: the call runs no add over them, forward or backward; every other path adds it to
+    alpha_logit first (one add)."""
+    backend, device = backend_device
+    x, logit = (_as_layout(t, "channels_last") for t in make_inputs((2, 6, 5, 7), dtype_, device=device))
+    logit.requires_grad_()
+    bias = _bias(6).to(device).requires_grad_()
+
+    def step():
+        z, kl = infodrop.information_dropout(x, logit, logit_bias=bias, seed=SEED, backend=backend)
+        (z.sum() + kl.sum()).backward()
+
+    fused = backend == "cuda" and dtype_ != torch.float64
+    assert ("aten::add" in aten_ops_run_by(step)) is not fused

@@ -121,6 +121,10 @@ def test_heads_alone_pass_x_through_and_run_the_heads_backward():
     assert torch.equal(z, x)
     z.sum().backward()
     assert torch.equal(x.grad, torch.ones(2, 3)) and torch.equal(logit.grad, torch.zeros(2, 3))
+    # the head's bias, where the wrapper hands it to the op (CUDA): a zero gradient too
+    bias = torch.randn(3, requires_grad=True)
+    bench_network._NoDropout()(x, logit, bias).sum().backward()
+    assert torch.equal(bias.grad, torch.zeros(3))
 
 
 def test_bench_network_writes_every_record(tmp_path, capsys):

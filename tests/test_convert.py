@@ -409,3 +409,49 @@ def test_converting_a_compiled_model_says_to_convert_first():
     with pytest.raises(ValueError, match="torch.compile wrapper .* convert the model, then "
                                          "compile it"):
         infodrop.convert(compiled, ["1"], example_input=X)
+
+
+@pytest.mark.parametrize("head", ["1x1", "conv"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_the_heads_bias_goes_to_the_op_where_the_op_is_cudas(monkeypatch, head, layout):
+    """On the CUDA op the wrapper runs its alpha head without the bias and hands the bias to the
+    op (its channels-last kernels add it as they read the logits: no pass of its own); the
+    CPU's convolutions add theirs inside them, so elsewhere the head keeps it.  The path behind
+    the GPU's, run here on the CPU op (which adds the bias before its kernels): the same
+    outputs, KL and gradients as the head with its bias."""
+    from infodrop import adapters, functional
+
+    seen = []
+    call = functional.information_dropout
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("logit_bias"))
+        return call(*args, **kwargs)
+
+    monkeypatch.setattr(functional, "information_dropout", spy)
+    runs = []
+    for to_op in (False, True):
+        monkeypatch.setattr(adapters, "picks_cuda", lambda backend, device, to_op=to_op: to_op)
+        torch.manual_seed(0)
+        model = infodrop.convert(_small_cnn(), ["3"], alpha_head=head, example_input=X)
+        x = X.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else X
+        if layout == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
+        seen.clear()
+        torch.manual_seed(1)
+        out = model(x)
+        kl = infodrop.kl_divergence(model)
+        (out.square().mean() + kl.mean()).backward()
+        wrapper = model[3]
+        assert seen == [wrapper.alpha_head.bias if to_op else None]
+        runs.append((out, kl, wrapper.alpha_head.bias.grad, wrapper.alpha_head.weight.grad,
+                     model[0].weight.grad))
+    for with_op, with_head in zip(runs[1], runs[0]):
+        torch.testing.assert_close(with_op, with_head, rtol=1e-5, atol=1e-6)
+    # a head with hooks is called as a module (its hooks run), bias and all
+    monkeypatch.setattr(adapters, "picks_cuda", lambda backend, device: True)
+    hooked = []
+    model[3].alpha_head.register_forward_hook(lambda *args: hooked.append(1))
+    seen.clear()
+    model(x)
+    assert hooked == [1] and seen == [None]

@@ -152,6 +152,9 @@ MUTANTS = {
                                            "shape.positions - 4 * quad < 3 ?"),
     "pairs of odd channels": ("channels % 2 == 0 && pairs_aligned",
                               "channels % 1 == 0 && pairs_aligned"),
+    "logit_bias of the tile's group, not its first channel": (
+        "channel(static_cast<uint32_t>(group * shape.width))",
+        "channel(static_cast<uint32_t>(group))"),
     "noise lanes shifted by one too few": ("(r & 2) ? joined[j + 2]", "(r & 2) ? joined[j + 1]"),
     "straddling noise's third pair from the wrong group": ("late ? b.r2 : a.r0",
                                                            "late ? a.r2 : a.r0"),

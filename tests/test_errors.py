@@ -38,6 +38,13 @@ L = torch.zeros(2, 3)
     (dict(seed=1.5), TypeError, "seed must be an int"),
     (dict(offset=2**64), ValueError, "offset must be in"),
     (dict(generator=3), TypeError, "generator must be a torch.Generator"),
+    (dict(logit_bias=torch.zeros(2)), ValueError, r"logit_bias must have shape \(3,\), one value per"),
+    (dict(logit_bias=torch.zeros(1, 3)), ValueError, r"logit_bias must have shape \(3,\)"),
+    (dict(logit_bias=torch.zeros(3, dtype=torch.int64)), TypeError, "logit_bias must be a floating-point"),
+    (dict(logit_bias=torch.zeros(3, device="meta")), ValueError, "logit_bias must be on the device of x"),
+    (dict(logit_bias=[0.0, 0.0, 0.0]), TypeError, "logit_bias must be None or a torch.Tensor"),
+    (dict(x=torch.rand(3), alpha_logit=torch.zeros(3), logit_bias=torch.zeros(1)), ValueError,
+     r"logit_bias needs an x with channels \(dim 1\)"),
 ])
 def test_bad_arguments(backend, kwargs, error, pattern):
     args = dict(x=X, alpha_logit=L, backend=backend)
@@ -94,6 +101,11 @@ def test_direct_op_calls_are_checked_too():
     bad[7] = -1.0
     with pytest.raises(RuntimeError, match="max_alpha must be a positive"):
         torch.ops.infodrop.information_dropout(*bad)
+    with pytest.raises(RuntimeError, match=r"logit_bias must have shape \(3,\)"):
+        torch.ops.infodrop.information_dropout(*args, torch.zeros(2))
+    grads = [torch.ones(2, 3), torch.ones(2)]
+    with pytest.raises(RuntimeError, match=r"logit_bias must have shape \(3,\)"):
+        torch.ops.infodrop.information_dropout_backward(*grads, *args, torch.zeros(4))
 
 
 def test_empty_batch_is_valid():

@@ -99,10 +99,12 @@ def test_main_path_of_the_float32_forward_is_a_whole_step_with_noise(cubins):
 def test_main_path_of_the_channels_last_bfloat16_forward(cubins, width, known, groups, pairs):
     """The channels_last tile: 4 positions x `width` channels, each position's channels one
     access (32 bits for a pair, 16 for one channel) of x and alpha_logit (8 loads) and z (4
-    stores); the noise of the logical index: one Philox group per channel where the channels
-    start groups, else the two groups a channel's 4 elements straddle (the main path of the
-    single-channel kernel, which decides at run time, is the one with the most Philox work),
-    of which a straddling channel takes three Box-Muller pairs (elementwise.h noise_of_four)."""
+    stores), and the logit_bias of its channels (one float load each: the main path is the one
+    with the bias, whose branch is taken where an alpha head's bias is fused); the noise of the
+    logical index: one Philox group per channel where the channels start groups, else the two
+    groups a channel's 4 elements straddle (the main path of the single-channel kernel, which
+    decides at run time, is the one with the most Philox work), of which a straddling channel
+    takes three Box-Muller pairs (elementwise.h noise_of_four)."""
     tag = f"forward_last_kernelIN3c108BFloat16EfLi{width}ELN"
     suffix = f"GroupsE{known}EE"
     (instructions, labels), = [code for name, code in sass.disassemble(cubins["sm_90"]).items()
@@ -110,7 +112,9 @@ def test_main_path_of_the_channels_last_bfloat16_forward(cubins, width, known, g
     path = sass.main_path(instructions, labels)
     assert path.loop
     access = "" if width == 2 else ".U16"
-    assert path.opcodes[f"LDG.E{access}.CONSTANT"] + path.opcodes[f"LDG.E{access}"] == 8
+    loads = {op: n for op, n in path.opcodes.items() if op.startswith("LDG")}
+    assert sum(loads.values()) == 8 + width
+    assert loads.get(f"LDG.E{access}.CONSTANT", 0) + loads.get(f"LDG.E{access}", 0) == 8 + (width == 2) * 2
     assert path.opcodes[f"STG.E{access}"] == 4
     # Philox4x32-10: 2 multiplies per round, per group
     assert path.opcodes["IMAD.WIDE.U32"] + path.opcodes["IMAD.HI.U32"] >= 20 * groups
@@ -252,7 +256,10 @@ def test_resnet_step_prediction_adds_the_channels_last_kernels_to_the_measured_s
     m = gpu_code_stats.RESNET_STEP_MEASURED
     walked = sum(2 * (2.0 / 0.69 * 128 * n * 1e-6 + 3.0)
                  for n in (512 * 784, 1024 * 196, 2048 * 49))
-    assert step_ms(fast) == pytest.approx(m["converted"] - m["copies"] - m["kernels"]
+    # the heads' bias pass of the measured step, which the kernels now do: 4 bytes per logit
+    bias_ms = 4 * 128 * (512 * 784 + 1024 * 196 + 2048 * 49) / (3.9e12 * 0.85) * 1e3
+    assert bias_ms == pytest.approx(0.108, abs=0.001)
+    assert step_ms(fast) == pytest.approx(m["converted"] - m["copies"] - m["kernels"] - bias_ms
                                           + walked / 1000, abs=0.006)
     assert "| layer4 | 128x2048x7x7 | cl-pairs straddling |" in slow
     # under torch.compile: what the eager step adds to plain, on the compiled plain step, less

@@ -86,6 +86,27 @@ def test_prior_moves_to_the_minimiser_of_the_kl():
     torch.testing.assert_close(slow.mu.double(), 0.1 * mu, rtol=1e-5, atol=1e-6)
 
 
+def test_prior_follows_the_logits_with_their_bias():
+    """A layer called with logit_bias is the layer called on alpha_logit + bias: its output and
+    the prior it moves to (whose sigma reads alpha)."""
+    g = torch.Generator().manual_seed(0)
+    x, logit = torch.rand(6, 5, 10, generator=g) * 3, torch.randn(6, 5, 10, generator=g)
+    bias = torch.randn(5, generator=g) * 2
+    with_bias, summed = (infodrop.InformationDropout(prior="log_normal", prior_momentum=1.0)
+                         for _ in range(2))
+    torch.manual_seed(3)
+    z = with_bias(x, logit, bias)
+    torch.manual_seed(3)
+    z2 = summed(x, logit + bias.view(1, -1, 1))
+    torch.testing.assert_close(z, z2, rtol=0, atol=0)
+    mu, sigma = moment_match(x, logit + bias.view(1, -1, 1))
+    torch.testing.assert_close(with_bias.sigma.double(), sigma, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(with_bias.mu, summed.mu, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"InformationDropout\(prior='log_normal'.*logit_bias "
+                                         r"must have shape \(5,\)"):
+        with_bias(x, logit, bias[:4])
+
+
 def test_prior_reads_a_bounded_number_of_units():
     """The moment match reads the first samples of a call, at most 2**16 units."""
     g = torch.Generator().manual_seed(0)

@@ -215,15 +215,18 @@ void check_cpu(const Tensor& t, const char* name) {
               t.device());
 }
 
-std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logit,
+std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& raw_logit,
                                        const Tensor& seed, int64_t offset, const Tensor& mu,
                                        const Tensor& sigma, c10::string_view prior,
                                        double max_alpha, double alpha_min, bool mask_inactive,
-                                       bool unit_mean, bool apply_noise) {
-  const OpOptions o = check_op_inputs(x, alpha_logit, seed, mu, sigma, prior, max_alpha,
+                                       bool unit_mean, bool apply_noise,
+                                       const std::optional<Tensor>& logit_bias) {
+  const OpOptions o = check_op_inputs(x, raw_logit, seed, mu, sigma, prior, max_alpha,
                                       alpha_min, mask_inactive, unit_mean, apply_noise);
   for (const auto& [t, name] : {std::pair{&x, "x"}, {&seed, "seed"}, {&mu, "mu"}, {&sigma, "sigma"}})
     check_cpu(*t, name);
+  check_logit_bias(logit_bias, x);
+  const Tensor alpha_logit = logit_with_bias(raw_logit, logit_bias);
   // Each array is walked in its own layout (x channels-last and alpha_logit contiguous, say):
   // only a layout the kernels cannot walk is copied.
   const WalkedX wx = walked_x(x, ChannelsLast::InPlace), wl = walked_x(alpha_logit, ChannelsLast::InPlace);
@@ -256,16 +259,18 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& x, const Tensor& alpha_logi
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cpu(
-    const Tensor& grad_z, const Tensor& grad_kl, const Tensor& x, const Tensor& alpha_logit,
+    const Tensor& grad_z, const Tensor& grad_kl, const Tensor& x, const Tensor& raw_logit,
     const Tensor& seed, int64_t offset, const Tensor& mu, const Tensor& sigma,
     c10::string_view prior, double max_alpha, double alpha_min, bool mask_inactive,
-    bool unit_mean, bool apply_noise) {
-  const OpOptions o = check_op_inputs(x, alpha_logit, seed, mu, sigma, prior, max_alpha,
+    bool unit_mean, bool apply_noise, const std::optional<Tensor>& logit_bias) {
+  const OpOptions o = check_op_inputs(x, raw_logit, seed, mu, sigma, prior, max_alpha,
                                       alpha_min, mask_inactive, unit_mean, apply_noise);
   check_grads(grad_z, grad_kl, x);
   for (const auto& [t, name] : {std::pair{&x, "x"}, {&seed, "seed"}, {&mu, "mu"}, {&sigma, "sigma"},
                                 {&grad_z, "grad_z"}, {&grad_kl, "grad_kl"}})
     check_cpu(*t, name);
+  check_logit_bias(logit_bias, x);
+  const Tensor alpha_logit = logit_with_bias(raw_logit, logit_bias);
   // Each array in its own layout, as in the forward.
   const WalkedX wg = walked_x(as_dtype(grad_z, x.scalar_type()), ChannelsLast::InPlace),
                 wx = walked_x(x, ChannelsLast::InPlace),

@@ -48,19 +48,25 @@ void launch_noise(float* out, int64_t n, uint64_t start, bool aligned, SeedRef s
 
 // The same ops on channels-last samples (walker.h's LastShape: `shape.width` channels per tile;
 // pairs need pointers aligned to two elements), walked in place; partial sums as above, with
-// blocks_per_sample(shape) blocks per sample.
+// blocks_per_sample(shape) blocks per sample.  logit_bias: null, or (where
+// last_kernels_add_bias) one value per channel that the kernels add to the logits they read.
 int blocks_per_sample(const LastShape& shape);
+
+// Whether the channels-last kernels of elements of `element_bytes` bytes add a logit_bias:
+// not those of double, whose forward then needed an 8-byte stack frame on sm_80 (ops_cuda.cpp
+// adds it to the logits before them, as for every other layout).
+constexpr bool last_kernels_add_bias(int element_bytes) { return element_bytes <= 4; }
 
 template <class T, class S>
 void launch_forward_last(const T* x, const T* logit, T* z, S* kl_partials, LastShape shape,
                          int blocks, SeedRef seed, uint64_t offset, const Params<S>& params,
-                         const S* mu, const S* sigma, cudaStream_t stream);
+                         const S* mu, const S* sigma, const S* logit_bias, cudaStream_t stream);
 
 template <class T, class S>
 void launch_backward_last(const T* grad_z, const S* grad_kl, const T* x, const T* logit,
                           T* grad_x, T* grad_logit, S* prior_partials, LastShape shape,
                           int blocks, SeedRef seed, uint64_t offset, const Params<S>& params,
-                          const S* mu, const S* sigma, cudaStream_t stream);
+                          const S* mu, const S* sigma, const S* logit_bias, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace infodrop

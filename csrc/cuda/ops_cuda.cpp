@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <optional>
 #include <type_traits>
 
 #include "glue/op_glue.h"
@@ -81,11 +82,31 @@ Params<S> make_params(const OpOptions& o) {
 template <class scalar_t>
 using Compute = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
+// logit_bias where the kernels add it (the channels-last walk, whose tiles know their channels;
+// not for double: kernels.h), as their compute dtype; else alpha_logit gets it added before the
+// kernels read it (op_glue.h), and the kernels see no bias.
+struct LogitBias {
+  Tensor kernel_bias;  // undefined where none is handed to the kernels
+  template <class S>
+  const S* ptr() const { return kernel_bias.defined() ? kernel_bias.const_data_ptr<S>() : nullptr; }
+};
+
+LogitBias place_logit_bias(const std::optional<Tensor>& bias, const Tensor& x,
+                           const Tensor& alpha_logit, bool channels_last, Tensor& logit) {
+  check_logit_bias(bias, x);
+  if (!bias) return {};
+  if (channels_last && last_kernels_add_bias(static_cast<int>(x.element_size())))
+    return {bias->to(kl_dtype(x.scalar_type())).contiguous()};
+  logit = with_strides_of(logit_with_bias(alpha_logit, bias), logit);
+  return {};
+}
+
 std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_logit,
                                         const Tensor& seed, int64_t offset, const Tensor& mu,
                                         const Tensor& sigma, c10::string_view prior,
                                         double max_alpha, double alpha_min, bool mask_inactive,
-                                        bool unit_mean, bool apply_noise) {
+                                        bool unit_mean, bool apply_noise,
+                                        const std::optional<Tensor>& logit_bias) {
   const OpOptions o = check_op_inputs(x, alpha_logit, seed, mu, sigma, prior, max_alpha,
                                       alpha_min, mask_inactive, unit_mean, apply_noise);
   TORCH_CHECK(x.is_cuda(), "infodrop (cuda): x must be a CUDA tensor, got ", x.device());
@@ -94,9 +115,10 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_log
   const c10::cuda::CUDAGuard guard(x.device());
   const at::ScalarType acc = kl_dtype(x.scalar_type());
   ForwardIO io = forward_io(x, alpha_logit, ChannelsLast::InPlace);
+  const bool last = io.layout.channels_last;
+  const LogitBias bias = place_logit_bias(logit_bias, x, alpha_logit, last, io.logit);
   const Shape shape = shape_of(x);
   if (x.numel() == 0) return {io.z.result, at::zeros({shape.samples}, x.options().dtype(acc))};
-  const bool last = io.layout.channels_last;
   const LastShape tiles = last ? last_shape_of(x, io.layout, {&io.x, &io.logit, &io.z.work})
                                : LastShape{};
   const int blocks = last ? blocks_per_sample(tiles)
@@ -113,7 +135,7 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_log
           io.x.const_data_ptr<scalar_t>(), io.logit.const_data_ptr<scalar_t>(),
           io.z.work.data_ptr<scalar_t>(), partials.data_ptr<S>(), tiles, blocks, seed_arg,
           static_cast<uint64_t>(offset), make_params<S>(o), mu_c.const_data_ptr<S>(),
-          sigma_c.const_data_ptr<S>(), stream);
+          sigma_c.const_data_ptr<S>(), bias.ptr<S>(), stream);
       return;
     }
     launch_forward<scalar_t, S>(
@@ -130,7 +152,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
     const Tensor& grad_z, const Tensor& grad_kl, const Tensor& x, const Tensor& alpha_logit,
     const Tensor& seed, int64_t offset, const Tensor& mu, const Tensor& sigma,
     c10::string_view prior, double max_alpha, double alpha_min, bool mask_inactive,
-    bool unit_mean, bool apply_noise) {
+    bool unit_mean, bool apply_noise, const std::optional<Tensor>& logit_bias) {
   const OpOptions o = check_op_inputs(x, alpha_logit, seed, mu, sigma, prior, max_alpha,
                                       alpha_min, mask_inactive, unit_mean, apply_noise);
   check_grads(grad_z, grad_kl, x);
@@ -141,6 +163,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
   const c10::cuda::CUDAGuard guard(x.device());
   const at::ScalarType acc = kl_dtype(x.scalar_type());
   BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit, ChannelsLast::InPlace);
+  const LogitBias bias =
+      place_logit_bias(logit_bias, x, alpha_logit, io.layout.channels_last, io.logit);
   const Shape shape = shape_of(x);
   if (x.numel() == 0)
     return {io.grad_x.result, io.grad_logit.result, at::zeros_like(mu), at::zeros_like(sigma)};
@@ -168,7 +192,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
           io.grad_x.work.data_ptr<scalar_t>(), io.grad_logit.work.data_ptr<scalar_t>(),
           prior_grads ? prior_partials.data_ptr<S>() : nullptr, tiles, blocks, seed_arg,
           static_cast<uint64_t>(offset), make_params<S>(o), mu_c.const_data_ptr<S>(),
-          sigma_c.const_data_ptr<S>(), stream);
+          sigma_c.const_data_ptr<S>(), bias.ptr<S>(), stream);
       return;
     }
     launch_backward<scalar_t, S>(

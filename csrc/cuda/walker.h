@@ -197,11 +197,13 @@ struct Tile {
   int64_t row;      // memory offset of (c0, 4 * quad) in the sample
   int64_t logical;  // logical index of (c0, 4 * quad) in the sample
   int valid;        // positions in the tile: 4, or fewer in the last quad when S % 4 != 0
+  uint32_t channel;  // c0, its first channel
 
   INFODROP_HD Tile(const LastShape& shape, int64_t quad, int64_t group)
       : row(4 * quad * shape.channels + group * shape.width),
         logical(group * shape.width * shape.positions + 4 * quad),
-        valid(shape.positions - 4 * quad < 4 ? static_cast<int>(shape.positions - 4 * quad) : 4) {}
+        valid(shape.positions - 4 * quad < 4 ? static_cast<int>(shape.positions - 4 * quad) : 4),
+        channel(static_cast<uint32_t>(group * shape.width)) {}
 
   INFODROP_HD bool whole() const { return valid == 4; }
 };

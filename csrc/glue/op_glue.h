@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <vector>
 
 #include "infodrop/elementwise.h"
 #include "infodrop/layout.h"
@@ -69,6 +70,33 @@ inline OpOptions check_op_inputs(const at::Tensor& x, const at::Tensor& alpha_lo
               "infodrop: prior must be 'log_uniform' or 'log_normal', got '", prior, "'");
   return {prior == "log_uniform" ? Prior::LogUniform : Prior::LogNormal, max_alpha, alpha_min,
           mask_inactive, unit_mean, apply_noise};
+}
+
+// logit_bias (docs/spec.md section 4): one floating-point value per channel of x (dim 1), on
+// x's device.
+inline void check_logit_bias(const std::optional<at::Tensor>& bias, const at::Tensor& x) {
+  if (!bias) return;
+  TORCH_CHECK(x.dim() >= 2, "infodrop: logit_bias needs an x with channels (dim 1), got x of "
+              "shape ", x.sizes());
+  TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1), "infodrop: logit_bias must have "
+              "shape (", x.size(1), ",), one value per channel of x, got ", bias->sizes());
+  TORCH_CHECK(at::isFloatingType(bias->scalar_type()),
+              "infodrop: logit_bias must be a floating-point tensor, got ", bias->scalar_type());
+  TORCH_CHECK(bias->device() == x.device(), "infodrop: logit_bias must be on the device of x (",
+              x.device(), "), got ", bias->device());
+}
+
+// alpha_logit + logit_bias for the kernels that do not add the bias themselves (all but CUDA's
+// channels-last walk): one pass, the float32 (float64) sum rounded to alpha_logit's dtype (for
+// 16-bit types within their tolerance of the unrounded sum the fusing kernels use), in
+// alpha_logit's layout.
+inline at::Tensor logit_with_bias(const at::Tensor& alpha_logit,
+                                  const std::optional<at::Tensor>& bias) {
+  if (!bias) return alpha_logit;
+  std::vector<int64_t> shape(alpha_logit.dim(), 1);
+  shape[1] = bias->size(0);
+  at::Tensor sum = at::empty_like(alpha_logit);
+  return at::add_out(sum, alpha_logit, bias->view(shape));
 }
 
 inline void check_grads(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& x) {

@@ -9,17 +9,19 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/string_view.h>
 
+#include <optional>
 #include <tuple>
 
 namespace infodrop {
 
 using ForwardSignature = std::tuple<at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, const at::Tensor&,
-    const at::Tensor&, c10::string_view, double, double, bool, bool, bool);
+    const at::Tensor&, c10::string_view, double, double, bool, bool, bool,
+    const std::optional<at::Tensor>&);
 using BackwardSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
     int64_t, const at::Tensor&, const at::Tensor&, c10::string_view, double, double, bool, bool,
-    bool);
+    bool, const std::optional<at::Tensor>&);
 
 inline const c10::TypedOperatorHandle<ForwardSignature>& forward_op() {
   static const auto op = c10::Dispatcher::singleton()
