@@ -4,6 +4,7 @@ with."""
 
 import torch
 
+from ._checks import check_logit_bias
 from ._spec import kl_dtype
 
 try:
@@ -31,6 +32,7 @@ if COMPILED:
     @torch.library.register_fake("infodrop::information_dropout")
     def _forward_fake(x, alpha_logit, seed, offset, mu, sigma, prior, max_alpha, alpha_min,
                       mask_inactive, unit_mean, apply_noise, logit_bias=None):
+        check_logit_bias(x, logit_bias)  # as the kernels do: a traced call fails where it would
         return torch.empty_like(x), x.new_empty((x.shape[0],), dtype=kl_dtype(x.dtype))
 
     @torch.library.register_fake("infodrop::information_dropout_backward")

@@ -13,10 +13,10 @@ Both compose ``InformationDropout``: its options pass through, its KL is in ``.k
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._backends import picks_cuda
+from ._layout import walkable_layout
 from .modules import InformationDropout
 
 
@@ -89,30 +89,42 @@ class InfoDropout(nn.Module):
         return f"{self.num_features}, dim={self.dim}, init_alpha={self.init_alpha:.4g}"
 
 
-def _head_bias_to_op(head, backend, device):
-    """Whether the wrapper hands the bias of its alpha head to the op rather than to the head:
-    where the op is CUDA's, whose channels-last kernels add it as they read the logits (its
-    other layouts add it in one pass, as cuDNN adds a convolution's); a plain nn.Conv2d or
-    nn.Linear head with a bias and no hooks, which the wrapper can call without its bias.  The
-    CPU's convolutions add their bias inside them, and the Triton kernels take none."""
-    return (type(head) in (nn.Conv2d, nn.Linear) and head.bias is not None
-            and not (head._forward_hooks or head._forward_pre_hooks
-                     or nn.modules.module._global_forward_hooks
-                     or nn.modules.module._global_forward_pre_hooks)
-            and picks_cuda(backend, device))
+def _hooked(module):
+    """Whether calling ``module`` runs more than its forward: hooks of its own or global ones
+    (forward or backward), or a forward set on the instance."""
+    hooks = nn.modules.module
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or hooks._global_forward_hooks
+                or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
+                or hooks._global_backward_pre_hooks or "forward" in module.__dict__)
 
 
-def _without_bias(head, x):
-    if type(head) is nn.Linear:
-        return F.linear(x, head.weight)
-    return head._conv_forward(x, head.weight, None)
+def _head_bias_for_op(head, backend, x):
+    """The bias of the alpha head where the wrapper may leave it out of the head, for the op to
+    add (None elsewhere): the op is CUDA's, whose channels-last kernels add it as they read the
+    logits, saving the pass cuDNN's convolutions spend on their bias; the head is a plain
+    nn.Conv2d with a bias (on (B, C, H, W) inputs: the bias is then per channel, dim 1) and
+    nothing but its forward to run.  The CPU's convolutions add their bias inside them."""
+    if (type(head) is not nn.Conv2d or head.bias is None or x.dim() != 4 or _hooked(head)
+            or not picks_cuda(backend, x.device)):
+        return None
+    return head.bias
+
+
+def _kernels_add_bias(out):
+    """Whether CUDA's kernels add a logit_bias to this output's logits as they read them (a
+    channels-last walk of 16- or 32-bit elements, csrc/cuda/ops_cuda.cpp); elsewhere the op
+    would add it in a pass of its own, forward and backward."""
+    layout = walkable_layout(out)
+    return layout is not None and layout.channels_last and out.element_size() <= 4
 
 
 class InfoDropWrapper(nn.Module):
     """``z = InformationDropout(module(x), alpha_head(x))``: ``module`` keeps its weights (under
     ``.module``); ``alpha_head`` maps the module's input to a logit shaped like its output.  On
-    the CUDA backend the head's bias goes to the op as its ``logit_bias`` (_head_bias_to_op):
-    the same logits, without a pass of their own for the bias."""
+    the CUDA backend the head's bias goes to the op as its ``logit_bias`` where its kernels add
+    it (_head_bias_for_op, _kernels_add_bias): the same logits, without a pass of their own for
+    the bias; hooks on ``.dropout`` then see it as a keyword argument."""
 
     def __init__(self, module, alpha_head, *, name="", **options):
         super().__init__()
@@ -123,11 +135,9 @@ class InfoDropWrapper(nn.Module):
 
     def forward(self, x, *args, **kwargs):
         # the head first: an in-place module would otherwise hand the head its own output
-        head, logit_bias = self.alpha_head, None
-        if _head_bias_to_op(head, self.dropout.backend, x.device):
-            alpha_logit, logit_bias = _without_bias(head, x), head.bias
-        else:
-            alpha_logit = head(x)
+        head = self.alpha_head
+        logit_bias = _head_bias_for_op(head, self.dropout.backend, x)
+        alpha_logit = head(x) if logit_bias is None else head._conv_forward(x, head.weight, None)
         out = self.module(x, *args, **kwargs)
         if alpha_logit.shape != out.shape:
             raise ValueError(f"infodrop: the alpha head of {self.name!r} gives shape "
@@ -138,11 +148,15 @@ class InfoDropWrapper(nn.Module):
         # the activation's dtype, whatever autocast made of the head's (timm's convnext under
         # bfloat16 autocast: float32 LayerNorm outputs, bfloat16 convs): the network's own
         # dataflow keeps its dtypes
+        if logit_bias is not None and not _kernels_add_bias(out):
+            # added as the convolution would have: in its output's dtype
+            alpha_logit = alpha_logit + logit_bias.to(alpha_logit.dtype).view(1, -1, 1, 1)
+            logit_bias = None
         alpha_logit = alpha_logit.to(out.dtype)
-        # the bias only where there is one: hooks on the layer keep seeing (x, alpha_logit)
+        # the bias by keyword, where there is one: hooks on the layer see (x, alpha_logit)
         if logit_bias is None:
             return self.dropout(out, alpha_logit)
-        return self.dropout(out, alpha_logit, logit_bias)
+        return self.dropout(out, alpha_logit, logit_bias=logit_bias)
 
     @property
     def kl(self):

@@ -125,11 +125,12 @@ def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
         from .triton import ops as triton_ops  # imports triton only where it is used
 
         if logit_bias is not None:  # added before the kernels, as csrc/glue/op_glue.h does
-            args = (x, (alpha_logit + reference.per_channel(logit_bias, x)).to(x.dtype)) + args[2:]
+            bias = reference.per_channel(logit_bias.to(compute), x)
+            args = (x, (alpha_logit + bias).to(x.dtype)) + args[2:]
         return triton_ops.fused(*args, direct=_direct_call_allowed(x, alpha_logit))
     if logit_bias is not None:
         args += (logit_bias,)
-    op = (_ops.direct_information_dropout if _direct_call_allowed(x, alpha_logit)
+    op = (_ops.direct_information_dropout if _direct_call_allowed(x, alpha_logit, logit_bias)
           else torch.ops.infodrop.information_dropout.default)
     try:
         return op(*args)
@@ -141,12 +142,14 @@ def _information_dropout(x, alpha_logit, prior, max_alpha, alpha_min, mu, sigma,
         raise
 
 
-def _direct_call_allowed(x, alpha_logit):
+def _direct_call_allowed(x, alpha_logit, logit_bias=None):
     """Whether the op may be called through its typed binding (csrc/bindings.cpp: the same
     dispatcher entry, ~2.5 us cheaper than torch.ops' generic argument conversion): in eager
-    mode on plain tensors.  torch.compile must see torch.ops to trace the op, and a tensor
-    subclass or a __torch_function__ mode must see the call as an op (dispatch modes see both)."""
+    mode on plain tensors (a Parameter as logit_bias too).  torch.compile must see torch.ops to
+    trace the op, and a tensor subclass or a __torch_function__ mode must see the call as an op
+    (dispatch modes see both)."""
     return (type(x) is torch.Tensor and type(alpha_logit) is torch.Tensor
+            and (logit_bias is None or not torch.overrides.has_torch_function((logit_bias,)))
             and not torch.compiler.is_compiling()
             and not torch._C._is_torch_function_mode_enabled())
 

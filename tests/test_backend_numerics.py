@@ -296,26 +296,29 @@ def _as_layout(t, layout):
     return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
 
 
+@pytest.mark.parametrize("bias_dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_logit_bias_is_added_to_the_logits_of_its_channels(backend_device, layout):
+def test_logit_bias_is_added_to_the_logits_of_its_channels(backend_device, layout, bias_dtype):
     """float32: a call with logit_bias gives bit for bit what the call on alpha_logit + bias
     gives, forward and backward (the CUDA channels-last kernels add it to each tile's channels,
-    every other path before the kernels: the same float32 sums), and the bias's gradient is
-    the channel sums of alpha_logit's."""
+    every other path before the kernels: the same float32 sums, a float64 bias rounded to
+    float32 first), and the bias's gradient is the channel sums of alpha_logit's."""
     backend, device = backend_device
     x, logit = (_as_layout(t, layout) for t in make_inputs((2, 6, 5, 7), device=device))
     grad_z, grad_kl = make_grads((2, 6, 5, 7), seed=2, device=device)
-    bias = _bias(6).to(device).requires_grad_()
+    bias = _bias(6).to(device, bias_dtype).requires_grad_()
     lb = logit.clone().requires_grad_()
     z, kl = infodrop.information_dropout(x, lb, logit_bias=bias, seed=SEED, backend=backend)
     torch.autograd.backward((z, kl), (grad_z, grad_kl))
-    summed = _as_layout(logit + bias.detach().view(1, -1, 1, 1), layout).requires_grad_()
+    summed = _as_layout(logit + bias.detach().float().view(1, -1, 1, 1), layout).requires_grad_()
     z2, kl2 = infodrop.information_dropout(x, summed, seed=SEED, backend=backend)
     grad_sum, = torch.autograd.grad((z2, kl2), summed, (grad_z, grad_kl))
     torch.testing.assert_close(z, z2, rtol=0, atol=0)
     torch.testing.assert_close(kl, kl2, rtol=0, atol=0)
     torch.testing.assert_close(lb.grad, grad_sum, rtol=0, atol=0)
-    torch.testing.assert_close(bias.grad, grad_sum.sum((0, 2, 3)), rtol=1e-6, atol=1e-5)
+    assert bias.grad.dtype == bias_dtype
+    torch.testing.assert_close(bias.grad, grad_sum.sum((0, 2, 3)).to(bias_dtype), rtol=1e-6,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -415,11 +415,13 @@ def test_converting_a_compiled_model_says_to_convert_first():
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_the_heads_bias_goes_to_the_op_where_the_op_is_cudas(monkeypatch, head, layout):
     """On the CUDA op the wrapper runs its alpha head without the bias and hands the bias to the
-    op (its channels-last kernels add it as they read the logits: no pass of its own); the
-    CPU's convolutions add theirs inside them, so elsewhere the head keeps it.  The path behind
-    the GPU's, run here on the CPU op (which adds the bias before its kernels): the same
-    outputs, KL and gradients as the head with its bias."""
+    op where its kernels add it as they read the logits (a channels_last output: no pass of its
+    own), adding it itself otherwise; the CPU's convolutions add theirs inside them, so
+    elsewhere the head keeps it.  The path behind the GPU's, run here on the CPU op (which adds
+    the bias before its kernels): the same outputs, KL, KL maps and gradients as the head with
+    its bias."""
     from infodrop import adapters, functional
+    from infodrop.paper.analysis import kl_maps
 
     seen = []
     call = functional.information_dropout
@@ -443,15 +445,39 @@ def test_the_heads_bias_goes_to_the_op_where_the_op_is_cudas(monkeypatch, head, 
         kl = infodrop.kl_divergence(model)
         (out.square().mean() + kl.mean()).backward()
         wrapper = model[3]
-        assert seen == [wrapper.alpha_head.bias if to_op else None]
+        to_kernels = to_op and layout == "channels_last"
+        assert seen == [wrapper.alpha_head.bias if to_kernels else None]
+        # hooks on the layer see (x, alpha_logit), the bias by keyword: the KL maps read it
+        maps = kl_maps(model, x)["3.dropout"]
         runs.append((out, kl, wrapper.alpha_head.bias.grad, wrapper.alpha_head.weight.grad,
-                     model[0].weight.grad))
+                     model[0].weight.grad, maps))
     for with_op, with_head in zip(runs[1], runs[0]):
         torch.testing.assert_close(with_op, with_head, rtol=1e-5, atol=1e-6)
     # a head with hooks is called as a module (its hooks run), bias and all
     monkeypatch.setattr(adapters, "picks_cuda", lambda backend, device: True)
-    hooked = []
-    model[3].alpha_head.register_forward_hook(lambda *args: hooked.append(1))
-    seen.clear()
-    model(x)
-    assert hooked == [1] and seen == [None]
+    for register in (lambda h, f: h.register_forward_hook(f),
+                     lambda h, f: h.register_full_backward_hook(f)):
+        hooked = []
+        handle = register(model[3].alpha_head, lambda *args, hooked=hooked: hooked.append(1))
+        seen.clear()
+        model(x).sum().backward()
+        handle.remove()
+        assert hooked == [1] and seen == [None]
+
+
+def test_only_a_conv_heads_bias_on_maps_goes_to_the_op(monkeypatch):
+    """logit_bias is per channel, dim 1: a Linear head on (B, T, C) sequences has its bias on
+    the last dim (T == C here, so a bias on dim 1 would not even fail), and its matrix multiply
+    adds the bias for free: the head keeps it."""
+    from infodrop import adapters
+
+    monkeypatch.setattr(adapters, "picks_cuda", lambda backend, device: True)
+    x = torch.rand(2, 5, 5)
+    wrapper = infodrop.InfoDropWrapper(nn.ReLU(), nn.Linear(5, 5), backend="cpu").eval()
+    with torch.no_grad():
+        wrapper.alpha_head.bias.copy_(torch.arange(5.0))
+    calls = []
+    wrapper.dropout.register_forward_pre_hook(
+        lambda m, args, kwargs: calls.append((len(args), kwargs)), with_kwargs=True)
+    wrapper(x)
+    assert calls == [(2, {})]

@@ -56,6 +56,17 @@ def test_opcheck_with_logit_bias(layout):
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
+def test_the_fake_kernel_checks_the_logit_bias():
+    """A traced call (torch.compile, torch.export) fails where the kernels would, naming it."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.empty(2, 3, 4)
+        args = _op_args(x, torch.empty(2, 3, 4))
+        with pytest.raises(ValueError, match=r"logit_bias must have shape \(3,\)"):
+            torch.ops.infodrop.information_dropout(*args, torch.empty(4))
+
+
 def test_compiled_layer_with_logit_bias_matches_eager():
     def layer(x, logit, bias):
         z, kl = infodrop.information_dropout(x, logit, logit_bias=bias, seed=5, offset=1)

@@ -92,12 +92,12 @@ struct LogitBias {
 };
 
 LogitBias place_logit_bias(const std::optional<Tensor>& bias, const Tensor& x,
-                           const Tensor& alpha_logit, bool channels_last, Tensor& logit) {
+                           bool channels_last, Tensor& logit) {
   check_logit_bias(bias, x);
   if (!bias) return {};
   if (channels_last && last_kernels_add_bias(static_cast<int>(x.element_size())))
-    return {bias->to(kl_dtype(x.scalar_type())).contiguous()};
-  logit = with_strides_of(logit_with_bias(alpha_logit, bias), logit);
+    return {as_dtype(*bias, kl_dtype(x.scalar_type())).contiguous()};
+  logit = logit_with_bias(logit, bias);  // in the walked logit's layout (empty_like)
   return {};
 }
 
@@ -116,7 +116,7 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& x, const Tensor& alpha_log
   const at::ScalarType acc = kl_dtype(x.scalar_type());
   ForwardIO io = forward_io(x, alpha_logit, ChannelsLast::InPlace);
   const bool last = io.layout.channels_last;
-  const LogitBias bias = place_logit_bias(logit_bias, x, alpha_logit, last, io.logit);
+  const LogitBias bias = place_logit_bias(logit_bias, x, last, io.logit);
   const Shape shape = shape_of(x);
   if (x.numel() == 0) return {io.z.result, at::zeros({shape.samples}, x.options().dtype(acc))};
   const LastShape tiles = last ? last_shape_of(x, io.layout, {&io.x, &io.logit, &io.z.work})
@@ -163,8 +163,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_cuda(
   const c10::cuda::CUDAGuard guard(x.device());
   const at::ScalarType acc = kl_dtype(x.scalar_type());
   BackwardIO io = backward_io(grad_z, grad_kl, x, alpha_logit, ChannelsLast::InPlace);
-  const LogitBias bias =
-      place_logit_bias(logit_bias, x, alpha_logit, io.layout.channels_last, io.logit);
+  const LogitBias bias = place_logit_bias(logit_bias, x, io.layout.channels_last, io.logit);
   const Shape shape = shape_of(x);
   if (x.numel() == 0)
     return {io.grad_x.result, io.grad_logit.result, at::zeros_like(mu), at::zeros_like(sigma)};

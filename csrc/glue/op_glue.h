@@ -72,6 +72,12 @@ inline OpOptions check_op_inputs(const at::Tensor& x, const at::Tensor& alpha_lo
           mask_inactive, unit_mean, apply_noise};
 }
 
+// t in dtype `want`: the tensor itself when it already is (Tensor::to would still go through
+// the dispatcher, a few hundred nanoseconds of host time on every call).
+inline at::Tensor as_dtype(const at::Tensor& t, at::ScalarType want) {
+  return t.scalar_type() == want ? t : t.to(want);
+}
+
 // logit_bias (docs/spec.md section 4): one floating-point value per channel of x (dim 1), on
 // x's device.
 inline void check_logit_bias(const std::optional<at::Tensor>& bias, const at::Tensor& x) {
@@ -96,7 +102,10 @@ inline at::Tensor logit_with_bias(const at::Tensor& alpha_logit,
   std::vector<int64_t> shape(alpha_logit.dim(), 1);
   shape[1] = bias->size(0);
   at::Tensor sum = at::empty_like(alpha_logit);
-  return at::add_out(sum, alpha_logit, bias->view(shape));
+  // the bias in the compute dtype first, as the kernels and the reference take it (a float64
+  // bias would otherwise make a float32 call's sum float64)
+  return at::add_out(sum, alpha_logit,
+                     as_dtype(*bias, kl_dtype(alpha_logit.scalar_type())).view(shape));
 }
 
 inline void check_grads(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& x) {
@@ -190,12 +199,6 @@ struct BackwardIO {
   KernelOutput grad_x, grad_logit;
   SampleLayout layout;
 };
-
-// t in dtype `want`: the tensor itself when it already is (Tensor::to would still go through
-// the dispatcher, a few hundred nanoseconds of host time on every call).
-inline at::Tensor as_dtype(const at::Tensor& t, at::ScalarType want) {
-  return t.scalar_type() == want ? t : t.to(want);
-}
 
 // The value of a one-element CPU tensor, read directly: Tensor::item goes through the
 // dispatcher, and the ops read three such scalars (seed, mu, sigma) per call.

@@ -14,7 +14,8 @@ from .models import information_dropout_layers, set_noise
 
 def _capture(model, names, images, what, noisy=False):
     """Run ``model`` in eval mode on ``images`` (noise on if ``noisy``) and return, for each
-    named module, its ("inputs" tuple | "output") of that forward."""
+    named module, its ("inputs": positional arguments and keyword arguments | "output") of
+    that forward."""
     modules = dict(model.named_modules())
     for name in names:
         if name not in modules:
@@ -22,11 +23,11 @@ def _capture(model, names, images, what, noisy=False):
     seen = {}
 
     def hook(name):
-        def record(module, inputs, output):
-            seen[name] = inputs if what == "inputs" else output
+        def record(module, inputs, kwargs, output):
+            seen[name] = (inputs, kwargs) if what == "inputs" else output
         return record
 
-    handles = [modules[name].register_forward_hook(hook(name)) for name in names]
+    handles = [modules[name].register_forward_hook(hook(name), with_kwargs=True) for name in names]
     was_training = model.training
     try:
         model.eval()
@@ -47,9 +48,11 @@ def kl_maps(model, images):
     layers = information_dropout_layers(model)
     inputs = _capture(model, [n for n, _ in layers], images, "inputs")
     maps = {}
-    for (name, layer), (x, alpha_logit) in zip(layers, inputs):
+    for (name, layer), ((x, alpha_logit, *bias), kwargs) in zip(layers, inputs):
         if x.dim() != 4:
             continue
+        # an InfoDropWrapper on CUDA hands its head's bias to the layer (adapters.py)
+        logit_bias = bias[0] if bias else kwargs.get("logit_bias")
         b, c, h, w = x.shape
         # every (image, location) as one "sample" of C units: the op's per-sample sum is then
         # the sum over channels at that location
@@ -57,7 +60,7 @@ def kl_maps(model, images):
         _, kl = functional.information_dropout(
             rows_x, rows_logit, prior=layer.prior, max_alpha=layer.max_alpha,
             alpha_min=layer.alpha_min, mu=layer.mu, sigma=layer.sigma,
-            mask_inactive=layer.mask_inactive, training=False)
+            mask_inactive=layer.mask_inactive, training=False, logit_bias=logit_bias)
         maps[name] = kl.view(b, h, w).detach()
     if not maps:
         raise ValueError("the model has no convolutional Information Dropout layer")
