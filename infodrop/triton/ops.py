@@ -4,7 +4,6 @@ compiled ops (csrc/autograd.cpp).  The ops take the arguments of
 torch.ops.infodrop.information_dropout (same schema, namespace infodrop_triton)."""
 
 import torch
-import triton
 from torch._library.triton import set_wrap_triton_enabled
 from torch.library import triton_op, wrap_triton
 from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -51,6 +50,12 @@ def _check(x, alpha_logit, seed, mu, sigma, prior):
             raise ValueError(f"{name} must be a one-element floating-point tensor")
 
 
+def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b) of ints, on the host: triton.cdiv is a constexpr function, whose call
+    unwraps its arguments (a few us of every call's host time)."""
+    return -(-a // b)
+
+
 def _u32_halves(bits: int):
     bits &= (1 << 64) - 1
     return bits & 0xFFFFFFFF, bits >> 32
@@ -74,11 +79,11 @@ class _Walk:
         self.groups = groups = groups_per_program(x.dtype, backward, self.aligned)
         if channels_last:
             # per channel, its S positions touch at most (S + 2) // 4 + 1 groups
-            blocks = (triton.cdiv(channels, CHANNEL_BLOCK)
-                      * triton.cdiv((positions + 2) // 4 + 1, groups // CHANNEL_BLOCK))
+            blocks = (_cdiv(channels, CHANNEL_BLOCK)
+                      * _cdiv((positions + 2) // 4 + 1, groups // CHANNEL_BLOCK))
         else:
             # +2 groups: a sample can begin and end inside a group
-            blocks = triton.cdiv(positions // 4 + 2, groups)
+            blocks = _cdiv(positions // 4 + 2, groups)
         self.sizes = (channels * positions, blocks, channels, positions)
         self.programs = samples * blocks
 
@@ -304,7 +309,9 @@ def fused(x, alpha_logit, seed, offset, mu, sigma, *options, direct=False):
     InformationDropoutTriton.  Its autograd is registered in Python without a forward-mode
     derivative, where PyTorch would silently give zero tangents: forward-mode AD (and
     torch.func.jvp) raises instead, as for the compiled ops."""
-    for t in (x, alpha_logit, mu, sigma):
+    # dual tensors exist only inside forward_ad.dual_level() (torch.func.jvp's are functorch's,
+    # which the op refuses): outside it, no unpack_dual per tensor on every call
+    for t in (x, alpha_logit, mu, sigma) if torch.autograd.forward_ad._current_level >= 0 else ():
         if torch.autograd.forward_ad.unpack_dual(t).tangent is not None:
             raise RuntimeError("infodrop_triton::information_dropout: forward-mode AD (jvp) is "
                                "not implemented; use backend='reference' for forward-mode "
@@ -328,7 +335,7 @@ def noise(numel: int, seed: torch.Tensor, offset: int, start: int) -> torch.Tens
     if numel:
         start_bits = start & ((1 << 64) - 1)
         first_group, head = start_bits >> 2, start_bits & 3
-        programs = triton.cdiv(head + numel, 4 * GROUPS)
+        programs = _cdiv(head + numel, 4 * GROUPS)
         _launch(kernels.noise_kernel, (programs,), seed.device, out, numel, first_group, head,
                 seed, *_u32_halves(offset), GROUPS=GROUPS)
     return out
