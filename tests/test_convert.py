@@ -481,3 +481,29 @@ def test_only_a_conv_heads_bias_on_maps_goes_to_the_op(monkeypatch):
         lambda m, args, kwargs: calls.append((len(args), kwargs)), with_kwargs=True)
     wrapper(x)
     assert calls == [(2, {})]
+
+
+def test_the_heads_bias_handed_to_the_op_compiles_in_one_graph(monkeypatch):
+    """What a compiled converted model runs on CUDA (gpu-check compiles ResNet-50 with
+    inductor), here on the CPU op: the head without its bias, the layout test, the op with
+    logit_bias, in one graph that gives the eager step's outputs and gradients."""
+    from torch._dynamo.utils import counters
+
+    from infodrop import adapters
+
+    monkeypatch.setattr(adapters, "picks_cuda", lambda backend, device: True)
+    x = X.contiguous(memory_format=torch.channels_last)
+    grads = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = infodrop.convert(_small_cnn(), ["3"], alpha_head="1x1", example_input=X,
+                                 kl_weight=1e-3).to(memory_format=torch.channels_last)
+        torch._dynamo.reset()
+        counters.clear()
+        run = torch.compile(model, backend="aot_eager", fullgraph=True) if compiled else model
+        torch.manual_seed(1)
+        run(x).square().mean().backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert counters["stats"]["unique_graphs"] == 1
+    for eager, compiled in zip(*grads):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
