@@ -170,12 +170,9 @@ def channels_last_kernel(shape, element_bytes=2):
     walker.h's last_shape picks it for a fresh tensor (its pointers aligned): pairs of channels
     where C is even and the type has at most 4 bytes, their Philox groups straddling where the
     positions per channel are not a multiple of 4; one channel per tile otherwise."""
-    positions = 1
-    for n in shape[2:]:
-        positions *= n
     if element_bytes > 4 or shape[1] % 2:
         return "cl-single"
-    return "cl-pairs" if positions % 4 == 0 else "cl-pairs straddling"
+    return "cl-pairs" if math.prod(shape[2:]) % 4 == 0 else "cl-pairs straddling"
 
 
 def resnet_step(rows):
@@ -199,8 +196,7 @@ def resnet_step(rows):
     m = RESNET_STEP_MEASURED
     # the heads' bias, which the kernels now add as they read the logits (their counts above
     # include it), was a pass of its own then: read and write each logit (2 + 2 bytes)
-    bias_pass = 4 * sum(math.prod(shape) for _, shape in RESNET_TARGETS) / (
-        PREDICT["bandwidth"] * PREDICT["memory_efficiency"]) * 1e3
+    bias_pass = _pass_ms(4, [shape for _, shape in RESNET_TARGETS])
     step = m["converted"] - m["copies"] - m["kernels"] - bias_pass + walked / 1000
     lines += ["", f"Step: {m['converted']} ms measured - {m['copies']} (copies) - {m['kernels']} "
               f"(kernels then) - {bias_pass:.3f} (the heads' bias pass, now in the kernels) + "
@@ -210,8 +206,7 @@ def resnet_step(rows):
     # compiled: what the eager step adds to plain, less the heads' gradient accumulation that
     # inductor fuses, on the compiled plain step
     added = step - m["plain"]
-    fused = 4 * sum(map(math.prod, RESNET_HEAD_INPUTS)) / (
-        PREDICT["bandwidth"] * PREDICT["memory_efficiency"]) * 1e3
+    fused = _pass_ms(4, RESNET_HEAD_INPUTS)
     compiled = RESNET_COMPILED_PLAIN_MS + added - fused
     lines += ["", f"Under torch.compile(model): {RESNET_COMPILED_PLAIN_MS} ms (plain, measured) + "
               f"{added:.3f} (what the eager step adds) - {fused:.3f} (the heads' data-gradient "
@@ -220,6 +215,13 @@ def resnet_step(rows):
               f"{compiled / RESNET_COMPILED_PLAIN_MS:.4f}x plain (issue 19: at most "
               f"{RESNET_STEP_TARGET}x, {RESNET_STEP_TARGET * RESNET_COMPILED_PLAIN_MS:.2f} ms)"]
     return "\n".join(lines)
+
+
+def _pass_ms(bytes_per_element, shapes):
+    """ms of a memory-bound pass moving ``bytes_per_element`` over tensors of ``shapes``
+    (PREDICT's bandwidth and efficiency)."""
+    total = bytes_per_element * sum(map(math.prod, shapes))
+    return total / (PREDICT["bandwidth"] * PREDICT["memory_efficiency"]) * 1e3
 
 
 def predicted_us(row, numel):

@@ -6,9 +6,9 @@
 // (z has x's dtype; an fp32 stream after a LayerNorm stays fp32, a bf16 stream stays bf16 and
 // keeps its memory).  alpha_logit only sets the noise scale through a sigmoid, so rounding it to
 // a half type costs nothing that matters.  logit_bias keeps its dtype: the kernels add it in
-// their compute dtype (float32; float64 for float64 x), as a parameter is kept.  Why a kernel of our own and not
-// torch.library.register_autocast: that casts every floating input to one fixed dtype, which
-// cannot say "the dtype of x".
+// their compute dtype (float32; float64 for float64 x), as a parameter is kept.  Why a kernel
+// of our own and not torch.library.register_autocast: that casts every floating input to one
+// fixed dtype, which cannot say "the dtype of x".
 //
 // The Python API applies the same rule before it checks its arguments (infodrop/functional.py),
 // so every backend sees one dtype; this kernel gives the raw op the rule.  The backward op needs

@@ -18,6 +18,7 @@ from torch import nn
 from ._backends import picks_cuda
 from ._layout import walkable_layout
 from .modules import InformationDropout
+from .reference import per_channel
 
 
 def alpha_of_dropout_rate(p, alpha_min, max_alpha):
@@ -150,7 +151,7 @@ class InfoDropWrapper(nn.Module):
         # dataflow keeps its dtypes
         if logit_bias is not None and not _kernels_add_bias(out):
             # added as the convolution would have: in its output's dtype
-            alpha_logit = alpha_logit + logit_bias.to(alpha_logit.dtype).view(1, -1, 1, 1)
+            alpha_logit = alpha_logit + per_channel(logit_bias.to(alpha_logit.dtype), alpha_logit)
             logit_bias = None
         alpha_logit = alpha_logit.to(out.dtype)
         # the bias by keyword, where there is one: hooks on the layer see (x, alpha_logit)
